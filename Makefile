@@ -1,0 +1,38 @@
+# Every target creates .venv on first use. torch is pinned to the CPU wheel these machines carry;
+# on a GPU box or Colab, `pip install -e .` keeps the torch that is already there.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+TORCH   ?= torch==2.13.0
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup test test-fast smoke smoke-real lab bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q xfer_utils tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" xfer_utils tests
+
+smoke: $(STAMP)
+	$(BIN)/xfer run params/plans/smoke.yaml
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_throughput.py --json benchmarks/results/train_throughput.json
+	$(BIN)/python benchmarks/retrieval.py --json benchmarks/results/retrieval.json
+
+clean:
+	rm -rf $(VENV) outputs/smoke

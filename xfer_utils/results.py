@@ -1,0 +1,145 @@
+"""THE results schema of the study (DESIGN §4): one long table, one row per number, values on XTREME's 0-100 scale.
+
+Every phase notebook writes rows with `append_rows` (atomic: a crash never leaves half a row) into its run folder's
+`metrics.jsonl`; `collect` gathers every run of a plan into one validated DataFrame.
+
+>>> r = make_row(run_id="r1", plan="smoke", phase="target", model="tiny", intermediate="mnli", target_task="xnli",
+...              language="de", split="test", metric="accuracy", value=71.5, is_primary=True, seed=1, n_examples=40)
+>>> sorted(set(COLUMNS) - set(r))
+[]
+>>> validate_row({**r, "value": "high"})
+Traceback (most recent call last):
+...
+ValueError: results row field 'value' must be float, got str ('high')
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+COLUMNS = ("run_id", "plan", "phase", "model", "intermediate", "target_task", "language", "split", "metric", "value",
+           "is_primary", "seed", "n_examples", "init_from", "git_sha", "created_at")
+TYPES = {"run_id": str, "plan": str, "phase": str, "model": str, "intermediate": str, "target_task": str,
+         "language": str, "split": str, "metric": str, "value": float, "is_primary": bool, "seed": int,
+         "n_examples": int, "init_from": str, "git_sha": str, "created_at": str}
+PHASES = ("intermediate", "target", "retrieval")
+NO_INTERMEDIATE = "none"   # the `intermediate` value of baseline runs (raw pretrained encoder)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def make_row(**fields) -> dict:
+    """A schema row with defaults for the bookkeeping fields; raises on unknown or missing fields."""
+    row = {"init_from": "", "git_sha": git_sha(), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
+        timespec="seconds"), "plan": "", "intermediate": NO_INTERMEDIATE, "is_primary": False, "seed": 0,
+        "n_examples": 0, **fields}
+    if isinstance(row["value"], int) and not isinstance(row["value"], bool):
+        row["value"] = float(row["value"])
+    validate_row(row)
+    return {c: row[c] for c in COLUMNS}
+
+
+def validate_row(row: dict) -> None:
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"results row has unknown fields {sorted(unknown)}; the schema is: {', '.join(COLUMNS)}")
+    for c in COLUMNS:
+        if c not in row:
+            raise ValueError(f"results row is missing field {c!r}; the schema is: {', '.join(COLUMNS)}")
+        want, got = TYPES[c], row[c]
+        if want is float and isinstance(got, (int, float)) and not isinstance(got, bool):
+            continue
+        if not isinstance(got, want) or (want is int and isinstance(got, bool)):
+            raise ValueError(f"results row field {c!r} must be {want.__name__}, got {type(got).__name__} ({got!r})")
+    if row["phase"] not in PHASES:
+        raise ValueError(f"results row phase {row['phase']!r} is not one of {', '.join(PHASES)}")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temp file in the same folder and rename: readers see the old or the new file, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def append_rows(path: str | os.PathLike, rows: Iterable[dict]) -> list[dict]:
+    """Validate `rows` and append them to a jsonl file atomically (rewrite + rename). Returns the new rows.
+
+    A row with the same key (run_id, target_task, language, split, metric) replaces the old one, so a re-run of a
+    half-finished evaluation never duplicates numbers."""
+    rows = list(rows)
+    for r in rows:
+        validate_row(r)
+    old = read_rows(path)
+    new_keys = {row_key(r) for r in rows}
+    kept = [r for r in old if row_key(r) not in new_keys]
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept + rows))
+    return rows
+
+
+def row_key(r: dict) -> tuple:
+    return (r["run_id"], r["target_task"], r["language"], r["split"], r["metric"])
+
+
+def to_frame(rows: list[dict]):
+    import pandas as pd
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    return df.astype({"value": float, "is_primary": bool, "seed": int, "n_examples": int})
+
+
+def collect(root: str | os.PathLike, out_csv: str | os.PathLike | None = None):
+    """Every `metrics.jsonl` under `root` (skipping `_failed/`) -> one validated DataFrame; optionally a CSV."""
+    root = Path(root)
+    rows: list[dict] = []
+    for p in sorted(root.rglob("metrics.jsonl")):
+        if "_failed" in p.relative_to(root).parts:
+            continue
+        for r in read_rows(p):
+            validate_row(r)
+            rows.append(r)
+    keys = [row_key(r) for r in rows]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        raise ValueError(f"duplicate results rows under {root}: {sorted(dup)[:3]}")
+    df = to_frame(rows)
+    if out_csv is not None:
+        atomic_write_text(out_csv, df.to_csv(index=False))
+    return df
+
+
+def load_csv(path: str | os.PathLike):
+    """Read a results.csv written by `collect`, with the schema's dtypes (empty strings stay strings)."""
+    import pandas as pd
+    df = pd.read_csv(path, dtype={c: str for c, t in TYPES.items() if t is str}, keep_default_na=False)
+    missing = set(COLUMNS) - set(df.columns)
+    if missing:
+        raise ValueError(f"{path} is not a results table: missing columns {sorted(missing)}")
+    return df.astype({"value": float, "is_primary": bool, "seed": int, "n_examples": int})
