@@ -154,6 +154,11 @@ _TASKS: list[Task] = [
     Task("mnli", "intermediate", "pair_classification",
          Source("nyu-mll/glue", "mnli", {"train": "train", "validation": "validation_matched"}, fields=_PAIR),
          EN, tuple(NLI_LABELS)),
+    Task("mnli_mt", "intermediate", "pair_classification",
+         Source("facebook/xnli", "{lang}", _TVT, fields=_PAIR),
+         {"xtreme": tuple(XTREME_LANGS["xnli"].split())}, tuple(NLI_LABELS),
+         note="machine-translated MNLI (XNLI's translate-train data) for the translated-intermediate variant: "
+              "an intermediate label 'mnli@de' trains on the German translation"),
     Task("snli", "intermediate", "pair_classification",
          Source("stanfordnlp/snli", "plain_text", _TVT, fields=_PAIR), EN, tuple(NLI_LABELS),
          note="component of anli_plus; unlabeled (-1) rows dropped"),
@@ -180,7 +185,9 @@ _TASKS: list[Task] = [
          Source("tau/commonsense_qa", "default", _TV, labels="letter",
                 fields={"question": "question", "choices": "choices.text", "label": "answerKey"}),
          EN, n_choices=5),
-    Task("ccg", "intermediate", "tagging", None, EN, user_path="XFER_CCG_PATH", max_length=256,
+    Task("ccg", "intermediate", "tagging", Source("user", None, {"train": "train", "validation": "dev",
+                                                               "test": "test"}),
+         EN, user_path="XFER_CCG_PATH", max_length=256,
          note="CCGbank supertagging (LDC2005T13, licensed: https://catalog.ldc.upenn.edu/LDC2005T13); "
               "files {train,dev,test}.tsv, one 'word<TAB>supertag' per line, blank line between sentences"),
     Task("siqa", "intermediate", "multiple_choice",
@@ -247,6 +254,7 @@ _TASKS: list[Task] = [
          Source(_XT, "tatoeba.{code3}", {"test": "validation"},
                 fields={"source": "source_sentence", "target": "target_sentence"}),
          _langs("tatoeba"), max_length=512, user_path="XFER_TATOEBA_PATH",
+         lang_sources={lg: Source("user", None, {"test": "test"}) for lg in XTREME_R_EXTRA["tatoeba"].split()},
          note="XTREME-R extras (az lt pl uk ro) are not on the hub: LASER files tatoeba.<xxx>-eng.{xxx,eng}"),
     # ---- XTREME-R and follow-up targets ----
     Task("xcopa", "target", "multiple_choice",
@@ -269,8 +277,11 @@ _TASKS += [Task(f"anli_r{r}", "intermediate", "pair_classification",
 
 REGISTRY: dict[str, Task] = {t.name: t for t in _TASKS}
 # What `xfer tasks` lists and errors name: the study's tasks (components stay loadable but unlisted).
-PUBLIC = tuple(sorted(n for n, t in REGISTRY.items() if t.family == "intermediate" and not n.startswith("anli_r"))) \
+PUBLIC = tuple(sorted(n for n, t in REGISTRY.items() if t.family == "intermediate" and not n.startswith("anli_r")
+                      and n != "mnli_mt")) \
     + tuple(sorted(n for n, t in REGISTRY.items() if t.family == "target"))
+# Intermediate tasks with a machine-translated version: "<task>@<lang>" trains on it (protocol.md §1.4).
+TRANSLATED = {"mnli": "mnli_mt"}
 PAPER_INTERMEDIATE = ("anli_plus", "mnli", "qqp", "sst2", "squad", "hellaswag", "cosmosqa", "commonsenseqa", "ccg")
 XTREME_TARGETS = ("xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba")
 RETRIEVAL_TASKS = ("bucc2018", "tatoeba")

@@ -1,0 +1,266 @@
+"""Load one split of one task in one language as a `datasets.Dataset` with the normalized fields of its type.
+
+One code path for two sources: the hub by name, or a local mirror with the hub's layout (`data_dir`, or the
+environment variable XFER_DATA_DIR; `xfer tiny` builds one). Script-only hub repos are read from their
+`refs/convert/parquet` branch with explicit per-split data files (datasets.md G1/G2); data not on the hub
+(CCGbank, LASER Tatoeba extras, MLM text) comes from a user path. Bad task, language or split fails before any I/O.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import tasks
+
+NORMALIZED_FIELDS = {
+    "classification": ("text_a", "label"),
+    "pair_classification": ("text_a", "text_b", "label"),
+    "regression": ("text_a", "text_b", "label"),
+    "multiple_choice": ("context", "question", "choices", "label"),
+    "span_qa": ("id", "context", "question", "answers"),
+    "tagging": ("tokens", "tags"),
+    "retrieval": ("source", "target", "source_id", "target_id"),
+}
+_PARQUET_REV = "refs/convert/parquet"
+
+
+def data_dir_from(data_dir: str | os.PathLike | None) -> Path | None:
+    d = data_dir if data_dir not in (None, "") else os.environ.get("XFER_DATA_DIR") or None
+    return Path(d) if d else None
+
+
+def load(task: str, split: str, language: str = "en", *, data_dir: str | os.PathLike | None = None,
+         max_examples: int | None = None, seed: int = 0):
+    """The normalized `split` of `task` in `language`. `max_examples` keeps a seeded random subset."""
+    t = tasks.get(task)
+    tasks.check_language(task, language)
+    tasks.check_split(task, split, language)
+    root = data_dir_from(data_dir)
+    if t.components:
+        from datasets import concatenate_datasets
+        ds = concatenate_datasets([load(c, split, language, data_dir=root) for c in t.components])
+    else:
+        src = t.source_for(language)
+        if src is None or src.hub_id == "user":
+            ds = _load_user(t, split, language, root)
+        else:
+            raw = _load_raw(src, tasks.config_name(task, language), src.splits[split], root)
+            ds = _normalize(t, src, _filter_language(src, raw, language))
+    if t.type in ("classification", "pair_classification", "multiple_choice") and split != "test":
+        ds = ds.filter(lambda lab: [x >= 0 for x in lab], input_columns="label", batched=True)   # G3: -1 / "" rows
+    if len(ds) == 0:
+        raise ValueError(f"{task} {split} ({language}) is empty after loading; check the data source")
+    if max_examples is not None and 0 <= max_examples < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(max_examples))
+    return ds
+
+
+def _load_raw(src: tasks.Source, config: str | None, hub_split: str, root: Path | None):
+    import datasets
+    datasets.disable_progress_bars()
+    if src.revision == _PARQUET_REV:
+        # No YAML configs on that branch: name the files of the one split explicitly (datasets.md G2).
+        base = str(root / src.hub_id) if root else f"hf://datasets/{src.hub_id}@{_PARQUET_REV.replace('/', '%2F')}"
+        files = f"{base}/{config}/{hub_split}/*.parquet"
+        return _call(lambda: datasets.load_dataset("parquet", data_files={hub_split: files}, split=hub_split), src,
+                     config, root)
+    path = str(root / src.hub_id) if root else src.hub_id
+    kw = {} if root or not src.revision else {"revision": src.revision}
+    return _call(lambda: datasets.load_dataset(path, config, split=hub_split, **kw), src, config, root)
+
+
+def _call(fn, src, config, root):
+    try:
+        return fn()
+    except FileNotFoundError as e:
+        where = f"the mirror {root}" if root else "the hub"
+        raise FileNotFoundError(f"{src.hub_id} config {config!r} not found in {where} ({e}); build a mirror with "
+                                f"`xfer tiny DIR` or set XFER_DATA_DIR to a local copy") from e
+    except (ConnectionError, OSError) as e:
+        if root:
+            raise
+        raise ConnectionError(f"cannot reach the hub for {src.hub_id} ({type(e).__name__}); offline, set "
+                              f"XFER_DATA_DIR (or the notebook's data_dir) to a local mirror, or HF_DATASETS_CACHE "
+                              f"to a cache that holds it") from e
+
+
+def _filter_language(src: tasks.Source, ds, language: str):
+    if src.filter == "language":
+        return ds.filter(lambda x: [v == language for v in x], input_columns="language", batched=True)
+    if src.filter == "id_prefix":
+        prefix = tasks.TYDIQA_PREFIX[language] + "-"
+        return ds.filter(lambda x: [v.startswith(prefix) for v in x], input_columns="id", batched=True)
+    return ds
+
+
+def _get(row: dict, column: str):
+    for part in column.split("."):
+        row = row[part]
+    return row
+
+
+def _label_decoder(task: tasks.Task, src: tasks.Source, feature):
+    """One function per label encoding of datasets.md G3; ClassLabels are mapped by *name* (UD v2.7's upos order
+    differs from XTREME's)."""
+    names = getattr(feature, "names", None)
+    if names is not None and task.label_names and list(names) != list(task.label_names):
+        index = {n: task.label_names.index(n) if n in task.label_names else -1 for n in names}
+        return lambda v: -1 if v < 0 else index[names[v]]
+    enc = src.labels
+    if enc == "float":
+        return float
+    if enc == "names":
+        return lambda v: task.label_names.index(v) if v in task.label_names else -1
+    if enc == "str_int":
+        return lambda v: int(v) if str(v).strip() != "" else -1
+    if enc == "str_int_1based":
+        return lambda v: int(v) - 1 if str(v).strip() != "" else -1
+    if enc == "letter":
+        return lambda v: "ABCDE".index(v) if v else -1
+    return int
+
+
+def _fix_answers(context: str, answers: dict) -> dict:
+    """xtreme QA configs strip text but keep answer_start (G11): re-anchor each answer on its text."""
+    starts = []
+    for s, a in zip(answers["answer_start"], answers["text"]):
+        if context[s:s + len(a)] != a:
+            cands = [i for i in range(len(context)) if context.startswith(a, i)]
+            s = min(cands, key=lambda i: abs(i - s)) if cands else s
+        starts.append(int(s))
+    return {"text": list(answers["text"]), "answer_start": starts}
+
+
+def _normalize(task: tasks.Task, src: tasks.Source, raw):
+    from datasets import Features, List, Value
+    f = src.fields
+    typ = task.type
+    feats = raw.features
+    if typ == "tagging":
+        tag_feat = feats[f["tags"]].feature
+        dec = _label_decoder(task, src, tag_feat)
+        fn = lambda r: {"tokens": list(r[f["tokens"]]), "tags": [dec(v) for v in r[f["tags"]]]}  # noqa: E731
+        out = Features({"tokens": List(Value("string")), "tags": List(Value("int64"))})
+    elif typ == "span_qa":
+        fn = lambda r: {"id": r[f["id"]], "context": r[f["context"]], "question": r[f["question"]],  # noqa: E731
+                        "answers": _fix_answers(r[f["context"]], r[f["answers"]])}
+        out = Features({"id": Value("string"), "context": Value("string"), "question": Value("string"),
+                        "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))}})
+    elif typ == "multiple_choice":
+        dec = _label_decoder(task, src, feats.get(f["label"]))
+        cols = f["choices"].split(",")
+
+        def fn(r):
+            choices = list(_get(r, cols[0])) if len(cols) == 1 else [r[c] for c in cols]
+            return {"context": r.get(f.get("context", ""), "") or "", "question": r.get(f.get("question", ""), "")
+                    or "", "choices": choices, "label": dec(r[f["label"]])}
+        out = Features({"context": Value("string"), "question": Value("string"), "choices": List(Value("string")),
+                        "label": Value("int64")})
+    elif typ == "retrieval":
+        def fn(r, i):
+            return {"source": r[f["source"]].strip(), "target": r[f["target"]].strip(),   # G9: trailing "\n"
+                    "source_id": r[f["source_id"]] if "source_id" in f else str(i),
+                    "target_id": r[f["target_id"]] if "target_id" in f else str(i)}
+        return raw.map(fn, with_indices=True, remove_columns=raw.column_names,
+                       features=Features({k: Value("string") for k in NORMALIZED_FIELDS["retrieval"]}))
+    else:   # classification, pair classification, regression
+        dec = _label_decoder(task, src, feats.get(f["label"]))
+        keys = [k for k in ("text_a", "text_b") if k in f]
+        fn = lambda r: {**{k: r[f[k]] for k in keys}, "label": dec(r[f["label"]])}  # noqa: E731
+        out = Features({**{k: Value("string") for k in keys},
+                        "label": Value("float32") if typ == "regression" else Value("int64")})
+    return raw.map(fn, remove_columns=raw.column_names, features=out)
+
+
+# ---------------------------------------------------------------- data that is not on the hub
+def user_path(task: tasks.Task, root: Path | None) -> Path:
+    env = os.environ.get(task.user_path or "")
+    if env:
+        return Path(env)
+    if root is not None and (root / "user" / task.name).exists():
+        return root / "user" / task.name
+    raise FileNotFoundError(f"{task.name} data is not on the hub: set {task.user_path} to its folder ({task.note})")
+
+
+def _load_user(task: tasks.Task, split: str, language: str, root: Path | None):
+    from datasets import Dataset, Features, List, Value
+    path = user_path(task, root)
+    if task.name == "ccg":
+        fname = {"train": "train", "validation": "dev", "test": "test"}[split]
+        sents = read_conll_tsv(path / f"{fname}.tsv")
+        names = ccg_labels(path)
+        return Dataset.from_dict({"tokens": [w for w, _ in sents],
+                                  "tags": [[names.index(t) if t in names else names.index("<other>") for t in ts]
+                                           for _, ts in sents]},
+                                 features=Features({"tokens": List(Value("string")), "tags": List(Value("int64"))}))
+    if task.name == "tatoeba":
+        c3 = tasks.TATOEBA_CODES[language]
+        src = (path / f"tatoeba.{c3}-eng.{c3}").read_text(encoding="utf-8").splitlines()
+        tgt = (path / f"tatoeba.{c3}-eng.eng").read_text(encoding="utf-8").splitlines()
+        if len(src) != len(tgt):
+            raise ValueError(f"Tatoeba files for {c3} are not line-aligned ({len(src)} vs {len(tgt)} lines)")
+        ids = [str(i) for i in range(len(src))]
+        return Dataset.from_dict({"source": [s.strip() for s in src], "target": [t.strip() for t in tgt],
+                                  "source_id": ids, "target_id": ids})
+    raise ValueError(f"no user-path reader for task {task.name!r}")
+
+
+def read_conll_tsv(path: Path) -> list[tuple[list[str], list[str]]]:
+    """'word<TAB>tag' per line, blank line between sentences."""
+    sents, words, tags = [], [], []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            if words:
+                sents.append((words, tags))
+            words, tags = [], []
+            continue
+        w, t = line.split("\t")[:2]
+        words.append(w)
+        tags.append(t)
+    if words:
+        sents.append((words, tags))
+    return sents
+
+
+def ccg_labels(path: Path, max_labels: int = 1000) -> list[str]:
+    """Supertag inventory from the training file (most frequent first, as jiant caps it); the rest map to <other>."""
+    from collections import Counter
+    counts = Counter(t for _, ts in read_conll_tsv(Path(path) / "train.tsv") for t in ts)
+    return [t for t, _ in counts.most_common(max_labels - 1)] + ["<other>"]
+
+
+def label_names(task: str, data_dir: str | os.PathLike | None = None) -> list[str]:
+    """Label names of a classification/tagging task (CCG's come from its data)."""
+    t = tasks.get(task)
+    if task == "ccg":
+        return ccg_labels(user_path(t, data_dir_from(data_dir)))
+    return list(t.label_names)
+
+
+def mlm_text(source: str, languages: list[str], max_lines: int = 10000, data_dir=None) -> list[str]:
+    """Text for multilingual MLM co-training: a folder of <lang>.txt files, or `wikipedia` for the hub's
+    wikimedia/wikipedia 20231101.<lang> (streamed, capped per language)."""
+    root = data_dir_from(data_dir)
+    if source in ("", "tiny") and root is not None:
+        source = str(root / "user" / "mlm")
+    out: list[str] = []
+    if source == "wikipedia":
+        import datasets
+        per = max(1, max_lines // max(1, len(languages)))
+        for lg in languages:
+            stream = datasets.load_dataset("wikimedia/wikipedia", f"20231101.{lg}", split="train", streaming=True)
+            for i, row in enumerate(stream):
+                if i >= per:
+                    break
+                out += [p for p in row["text"].split("\n") if len(p.split()) > 3][:5]
+        return out
+    folder = Path(source)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"MLM text source {source!r} is neither 'wikipedia' nor a folder of <lang>.txt files")
+    per = max(1, max_lines // max(1, len(languages)))
+    for lg in languages:
+        f = folder / f"{lg}.txt"
+        if not f.exists():
+            raise FileNotFoundError(f"no MLM text for language {lg!r}: {f} is missing")
+        out += [x for x in f.read_text(encoding="utf-8").splitlines() if x.strip()][:per]
+    return out

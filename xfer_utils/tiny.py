@@ -1,0 +1,508 @@
+"""The offline world: a tiny XLM-R-shaped model and a local mirror of every dataset config the study uses.
+
+`xfer tiny DIR` writes
+  DIR/models/tiny-xlmr-s, DIR/models/tiny-xlmr-m   checkpoints loadable with AutoTokenizer/AutoModel like hub ones
+  DIR/data/<hub_id>/...                            every config in its exact hub schema (columns, dtypes, ClassLabel
+                                                   names, split names), laid out like the hub repo (README.md with
+                                                   `configs:` for parquet repos; <config>/<split>/*.parquet for repos
+                                                   read from refs/convert/parquet), so data.load takes the same path
+  DIR/data/user/<task>/...                         data that is not on the hub (CCGbank, LASER Tatoeba, MLM text)
+
+The fixture text carries a learnable signal that is the same in every language: each label has a marker word
+(Latin, shared across languages) hidden among filler words that are language-specific (drawn from the language's
+own script). A model trained on English learns the markers and so transfers zero-shot to every other language.
+Everything is deterministic from `seed`.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+from . import tasks
+
+MODEL_SIZES = {  # name -> XLMRobertaConfig overrides; two sizes so the model-size study runs offline
+    "tiny-xlmr-s": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+    "tiny-xlmr-m": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128),
+}
+DEFAULT_MODEL = "tiny-xlmr-s"
+SIZES = {"train": 320, "validation": 48, "test": 48}     # English; other languages get NON_EN_TRAIN train rows
+NON_EN_TRAIN = 24
+LABEL_MARKERS = ["alpha", "bravo", "charlie", "delta", "echo"]   # label k <-> marker k, in every language
+RIGHT, CUE, SAME = "right", "quiz", "same"                          # MC answer, QA cue, STS similarity
+ANSWER_WORDS = ["kilo", "lima", "mike", "oscar", "papa"]
+POS_PREFIX = ["ja", "pa", "va", "xa", "ca", "da", "ia", "na", "ma", "ta", "ra", "pra", "pu", "sa", "sy", "ve", "xo"]
+NER_PREFIX = {"PER": "per", "ORG": "org", "LOC": "loc"}
+CCG_TAGS = ["N", "NP", "S[dcl]\\NP", "(S[dcl]\\NP)/NP", "N/N", "PP/NP", "."]
+# Unicode blocks for filler words: scripts matter for tokenization, so the tiny world has them too.
+SCRIPTS = {
+    "cyrillic": (0x0430, 0x044F, "ru bg uk kk"), "greek": (0x03B1, 0x03C9, "el"), "arabic": (0x0628, 0x064A, "ar fa ur"),
+    "hebrew": (0x05D0, 0x05EA, "he"), "devanagari": (0x0915, 0x0939, "hi mr"), "bengali": (0x0995, 0x09B9, "bn"),
+    "tamil": (0x0B95, 0x0BB9, "ta"), "telugu": (0x0C15, 0x0C39, "te"), "malayalam": (0x0D15, 0x0D39, "ml"),
+    "thai": (0x0E01, 0x0E2E, "th"), "georgian": (0x10D0, 0x10F0, "ka"), "hangul": (0xAC00, 0xAC60, "ko"),
+    "cjk": (0x4E00, 0x4E80, "zh ja"), "myanmar": (0x1000, 0x1020, "my"), "gujarati": (0x0A95, 0x0AB9, "gu"),
+    "gurmukhi": (0x0A15, 0x0A38, "pa"),
+}
+
+
+def world_languages() -> list[str]:
+    out = ["en"]
+    for name in tasks.REGISTRY:
+        out += [lg for lg in tasks.all_languages(name) if lg not in out]
+    return out
+
+
+class Lang:
+    """Filler vocabulary of one language: 60 words from the language's script (or its own Latin letters)."""
+
+    def __init__(self, code: str, seed: int):
+        rng = random.Random(f"{seed}-{code}")
+        block = next((b for b in SCRIPTS.values() if code in b[2].split()), None)
+        if block:
+            chars = [chr(c) for c in range(block[0], block[1] + 1)]
+        else:  # Latin: each language its own consonant subset, so fillers differ across languages
+            chars = rng.sample("bcdfghklmnprstvwz", 8) + list("aeiou")
+        self.code = code
+        self.words = sorted({"".join(rng.choice(chars) for _ in range(rng.randint(3, 6))) for _ in range(80)})[:60]
+        # Markers and fillers must never collide.
+        self.words = [w for w in self.words if w not in LABEL_MARKERS + ANSWER_WORDS + [RIGHT, CUE, SAME]]
+
+    def fill(self, rng: random.Random, n: int) -> list[str]:
+        return [rng.choice(self.words) for _ in range(n)]
+
+
+def _insert(rng: random.Random, words: list[str], item: str) -> list[str]:
+    i = rng.randint(0, len(words))
+    return words[:i] + [item] + words[i:]
+
+
+def _sentence(rng, lang, marker=None, n=(4, 10)) -> str:
+    words = lang.fill(rng, rng.randint(*n))
+    return " ".join(_insert(rng, words, marker) if marker else words)
+
+
+# ---------------------------------------------------------------- generators: one row in the hub schema each
+def _pair(rng, lang, n_labels):
+    k = rng.randrange(n_labels)
+    return _sentence(rng, lang), _sentence(rng, lang, LABEL_MARKERS[k]), k
+
+
+def _qa(rng, lang, i, answerable=True):
+    # The answer is a shared 'entity' (a Latin name + digit, like names and numbers in real QA) after the cue word.
+    answer = f"{rng.choice(ANSWER_WORDS)}{rng.randrange(10)}"
+    before, after = _sentence(rng, lang, n=(6, 20)), _sentence(rng, lang, n=(6, 20))
+    if answerable:
+        context = f"{before} {CUE} {answer} {after}"
+        start = len(before) + len(CUE) + 2
+        assert context[start:start + len(answer)] == answer
+        answers = {"answer_start": [start], "text": [answer]}
+    else:
+        context, answers = f"{before} {after}", {"answer_start": [], "text": []}
+    return {"id": f"{lang.code}-{i:06d}", "context": context, "question": f"{CUE} {_sentence(rng, lang, n=(2, 5))} ?",
+            "answers": answers}
+
+
+def _mc(rng, lang, n):
+    k = rng.randrange(n)
+    return [_sentence(rng, lang, RIGHT if j == k else None, n=(3, 6)) for j in range(n)], k
+
+
+def _tagged(rng, lang, kind):
+    tokens, tags = [], []
+    if kind == "pos":
+        for _ in range(rng.randint(4, 12)):
+            t = rng.randrange(len(tasks.UPOS_LABELS))
+            tokens.append(POS_PREFIX[t] + rng.choice(lang.words))
+            tags.append(t)
+    else:  # NER: entity words carry a type prefix; B- on the first word of a span, I- on the rest
+        while len(tokens) < rng.randint(5, 12):
+            if rng.random() < 0.3:
+                ent = rng.choice(list(NER_PREFIX))
+                for j in range(rng.randint(1, 2)):
+                    tokens.append(NER_PREFIX[ent] + rng.choice(lang.words))
+                    tags.append(tasks.NER_LABELS.index(("B-" if j == 0 else "I-") + ent))
+            else:
+                tokens.append(rng.choice(lang.words))
+                tags.append(0)
+    return tokens, tags
+
+
+def _bitext(rng, lang, en, i):
+    """A translation pair: shared 'content' words (names, numbers) make it retrievable, as in real bitext."""
+    content = [f"n{rng.randrange(10**6):06d}", rng.choice(LABEL_MARKERS) + str(i % 97)]
+    src = " ".join(_insert(rng, lang.fill(rng, rng.randint(3, 7)), " ".join(content)))
+    tgt = " ".join(_insert(rng, en.fill(rng, rng.randint(3, 7)), " ".join(content)))
+    return src, tgt
+
+
+# ---------------------------------------------------------------- schemas (datasets.md §3-7)
+def _features(kind: str):
+    from datasets import ClassLabel, Features, List, Value
+    s, i32 = Value("string"), Value("int32")
+    qa = {"answers": {"answer_start": List(i32), "text": List(s)}}
+    nli = ClassLabel(names=tasks.NLI_LABELS)
+    return Features({
+        "glue_mnli": {"premise": s, "hypothesis": s, "label": nli, "idx": i32},
+        "glue_qqp": {"question1": s, "question2": s, "label": ClassLabel(names=["not_duplicate", "duplicate"]),
+                     "idx": i32},
+        "glue_sst2": {"sentence": s, "label": ClassLabel(names=["negative", "positive"]), "idx": i32},
+        "snli": {"premise": s, "hypothesis": s, "label": nli},
+        "xnli_mt": {"premise": s, "hypothesis": s, "label": nli},
+        "anli": {"uid": s, "premise": s, "hypothesis": s, "label": nli, "reason": s},
+        "squad_v2": {"id": s, "title": s, "context": s, "question": s,
+                     "answers": {"text": List(s), "answer_start": List(i32)}},
+        "squad": {"id": s, "title": s, "context": s, "question": s,
+                  "answers": {"text": List(s), "answer_start": List(i32)}},
+        "hellaswag": {"ind": i32, "activity_label": s, "ctx_a": s, "ctx_b": s, "ctx": s, "endings": List(s),
+                      "source_id": s, "split": s, "split_type": s, "label": s},
+        "cosmos_qa": {"id": s, "context": s, "question": s, "answer0": s, "answer1": s, "answer2": s, "answer3": s,
+                      "label": i32},
+        "commonsense_qa": {"id": s, "question": s, "question_concept": s,
+                           "choices": {"label": List(s), "text": List(s)}, "answerKey": s},
+        "social_i_qa": {"context": s, "question": s, "answerA": s, "answerB": s, "answerC": s, "label": s},
+        "copa": {"premise": s, "choice1": s, "choice2": s, "question": s, "idx": i32,
+                 "label": ClassLabel(names=["choice1", "choice2"])},
+        "xcopa": {"premise": s, "choice1": s, "choice2": s, "question": s, "label": i32, "idx": i32,
+                  "changed": Value("bool")},
+        "stsb": {"sentence1": s, "sentence2": s, "similarity_score": Value("float32")},
+        "XNLI": {"language": s, "sentence1": s, "sentence2": s, "gold_label": s},
+        "PAWS-X": {"sentence1": s, "sentence2": s, "label": s},
+        "udpos": {"tokens": List(s), "pos_tags": List(ClassLabel(names=tasks.UPOS_LABELS))},
+        "ud27": {"idx": s, "text": s, "tokens": List(s), "lemmas": List(s),
+                 "upos": List(ClassLabel(names=UD27_UPOS)), "xpos": List(s), "feats": List(s), "head": List(s),
+                 "deprel": List(s), "deps": List(s), "misc": List(s)},
+        "PAN-X": {"tokens": List(s), "ner_tags": List(ClassLabel(names=tasks.NER_LABELS)), "langs": List(s)},
+        "wikiann": {"tokens": List(s), "ner_tags": List(ClassLabel(names=tasks.NER_LABELS)), "langs": List(s),
+                    "spans": List(s)},
+        "XQuAD": {"id": s, "context": s, "question": s, **qa},
+        "MLQA": {"id": s, "title": s, "context": s, "question": s, **qa},
+        "bucc18": {"source_sentence": s, "target_sentence": s, "source_lang": s, "target_lang": s},
+        "tatoeba": {"source_sentence": s, "target_sentence": s, "source_lang": s, "target_lang": s},
+    }[kind])
+
+
+# The hub `universal_dependencies` upos ClassLabel order differs from XTREME's (data.py maps labels by name).
+UD27_UPOS = ["NOUN", "PUNCT", "ADP", "NUM", "SYM", "SCONJ", "ADJ", "PART", "DET", "CCONJ", "PROPN", "PRON", "X", "_",
+             "ADV", "INTJ", "VERB", "AUX"]
+
+
+def _rows(kind: str, lang: Lang, en: Lang, n: int, rng: random.Random, split: str) -> dict[str, list]:
+    """`n` rows of `kind` in `lang`, as a dict of columns."""
+    cols: dict[str, list] = {}
+
+    def add(**kv):
+        for k, v in kv.items():
+            cols.setdefault(k, []).append(v)
+
+    for i in range(n):
+        if kind == "xnli_mt":
+            a, b, k = _pair(rng, lang, 3)
+            add(premise=a, hypothesis=b, label=k)
+        elif kind in ("glue_mnli", "snli", "anli"):
+            a, b, k = _pair(rng, lang, 3)
+            extra = {"idx": i} if kind == "glue_mnli" else {"uid": f"u{i}", "reason": ""} if kind == "anli" else {}
+            if kind == "snli" and i % 10 == 9:   # SNLI marks no-consensus pairs with -1 (datasets.md §6)
+                k = -1
+            add(premise=a, hypothesis=b, label=k, **extra)
+        elif kind == "glue_qqp":
+            a, b, k = _pair(rng, lang, 2)
+            add(question1=a, question2=b, label=k, idx=i)
+        elif kind == "glue_sst2":
+            k = rng.randrange(2)
+            add(sentence=_sentence(rng, lang, LABEL_MARKERS[k]), label=k, idx=i)
+        elif kind in ("XNLI",):
+            a, b, k = _pair(rng, lang, 3)
+            add(language=lang.code, sentence1=a, sentence2=b, gold_label=tasks.NLI_LABELS[k])
+        elif kind == "PAWS-X":
+            a, b, k = _pair(rng, lang, 2)
+            add(sentence1=a, sentence2=b, label=str(k))
+        elif kind == "stsb":
+            score = rng.randrange(6)
+            words = lang.fill(rng, rng.randint(4, 8))
+            for _ in range(score):
+                words = _insert(rng, words, SAME)
+            add(sentence1=_sentence(rng, lang), sentence2=" ".join(words), similarity_score=float(score))
+        elif kind in ("squad", "squad_v2", "XQuAD", "MLQA"):
+            row = _qa(rng, lang, i, answerable=not (kind == "squad_v2" and i % 5 == 4))
+            if kind != "XQuAD":
+                row["title"] = f"title{i % 7}"
+            if kind.startswith("squad"):  # squad key order is (text, answer_start)
+                row["answers"] = {"text": row["answers"]["text"], "answer_start": row["answers"]["answer_start"]}
+            add(**row)
+        elif kind == "hellaswag":
+            ends, k = _mc(rng, lang, 4)
+            a, b = _sentence(rng, lang), lang.fill(rng, 1)[0]
+            add(ind=i, activity_label="activity", ctx_a=a, ctx_b=b, ctx=f"{a} {b}", endings=ends,
+                source_id=f"src~{i}", split={"validation": "val"}.get(split, split), split_type="indomain",
+                label="" if split == "test" else str(k))
+        elif kind == "cosmos_qa":
+            ends, k = _mc(rng, lang, 4)
+            add(id=f"c{i}", context=_sentence(rng, lang), question=_sentence(rng, lang, n=(2, 4)),
+                **{f"answer{j}": e for j, e in enumerate(ends)}, label=-1 if split == "test" else k)
+        elif kind == "commonsense_qa":
+            ends, k = _mc(rng, lang, 5)
+            add(id=f"q{i}", question=_sentence(rng, lang), question_concept=lang.fill(rng, 1)[0],
+                choices={"label": list("ABCDE"), "text": ends}, answerKey="" if split == "test" else "ABCDE"[k])
+        elif kind == "social_i_qa":
+            ends, k = _mc(rng, lang, 3)
+            add(context=_sentence(rng, lang), question=_sentence(rng, lang, n=(2, 4)), answerA=ends[0],
+                answerB=ends[1], answerC=ends[2], label=str(k + 1))
+        elif kind in ("copa", "xcopa"):
+            ends, k = _mc(rng, lang, 2)
+            row = dict(premise=_sentence(rng, lang), choice1=ends[0], choice2=ends[1],
+                       question=rng.choice(["cause", "effect"]), idx=i)
+            if kind == "copa":
+                add(**row, label=-1 if split == "test" else k)
+            else:
+                add(**row, label=k, changed=False)
+        elif kind in ("udpos", "ud27"):
+            toks, tags = _tagged(rng, lang, "pos")
+            if kind == "udpos":
+                add(tokens=toks, pos_tags=tags)
+            else:
+                m = len(toks)
+                add(idx=f"s{i}", text=" ".join(toks), tokens=toks, lemmas=toks,
+                    upos=[UD27_UPOS.index(tasks.UPOS_LABELS[t]) for t in tags], xpos=["_"] * m, feats=["_"] * m,
+                    head=["0"] * m, deprel=["dep"] * m, deps=["_"] * m, misc=["_"] * m)
+        elif kind in ("PAN-X", "wikiann"):
+            toks, tags = _tagged(rng, lang, "ner")
+            row = dict(tokens=toks, ner_tags=tags, langs=[lang.code] * len(toks))
+            if kind == "wikiann":
+                row.pop("langs")
+                row = dict(row, langs=[lang.code] * len(toks), spans=[])
+            add(**row)
+        elif kind == "bucc18":
+            src, tgt = _bitext(rng, lang, en, i)
+            add(source_sentence=src, target_sentence=tgt, source_lang=f"{lang.code}-{i:09d}",
+                target_lang=f"en-{n + i:09d}")
+        elif kind == "tatoeba":  # trailing newline kept, source_lang unusable, as on the hub (datasets.md G9)
+            src, tgt = _bitext(rng, lang, en, i)
+            add(source_sentence=src + "\n", target_sentence=tgt + "\n", source_lang=f"tatoeba.{lang.code}-download",
+                target_lang="eng")
+        else:
+            raise ValueError(f"no fixture generator for {kind!r}")
+    return cols
+
+
+# ---------------------------------------------------------------- the mirror: which (repo, config, split) exist
+def _mirror_spec() -> list[tuple[str, str, str, str, str, str]]:
+    """(hub_id, config, split, kind, language, layout) for every config the registry can ask for."""
+    spec = []
+
+    def add(hub_id, config, split_names, kind, lang, layout="main"):
+        for s in split_names:
+            spec.append((hub_id, config, s, kind, lang, layout))
+
+    add("nyu-mll/glue", "mnli", ["train", "validation_matched", "validation_mismatched"], "glue_mnli", "en")
+    add("nyu-mll/glue", "qqp", ["train", "validation"], "glue_qqp", "en")
+    add("nyu-mll/glue", "sst2", ["train", "validation"], "glue_sst2", "en")
+    for lg in tasks.all_languages("mnli_mt"):
+        add("facebook/xnli", lg, ["train", "validation", "test"], "xnli_mt", lg)
+    add("stanfordnlp/snli", "plain_text", ["train", "validation", "test"], "snli", "en")
+    add("facebook/anli", "plain_text", [f"{s}_r{r}" for r in (1, 2, 3) for s in ("train", "dev", "test")], "anli", "en")
+    add("rajpurkar/squad", "plain_text", ["train", "validation"], "squad", "en")
+    add("rajpurkar/squad_v2", "squad_v2", ["train", "validation"], "squad_v2", "en")
+    add("Rowan/hellaswag", "default", ["train", "validation", "test"], "hellaswag", "en", "parquet")
+    add("allenai/cosmos_qa", "default", ["train", "validation", "test"], "cosmos_qa", "en", "parquet")
+    add("tau/commonsense_qa", "default", ["train", "validation", "test"], "commonsense_qa", "en")
+    add("allenai/social_i_qa", "default", ["train", "validation"], "social_i_qa", "en", "parquet")
+    add("aps/super_glue", "copa", ["train", "validation", "test"], "copa", "en", "parquet")
+    for lg in tasks.all_languages("stsb_multi_mt"):
+        add("PhilipMay/stsb_multi_mt", lg, ["train", "test", "dev"], "stsb", lg)
+    for lg in tasks.all_languages("xcopa"):
+        add("cambridgeltl/xcopa", lg, ["validation", "test"], "xcopa", lg)
+    xt = "google/xtreme"
+    for lg in tasks.all_languages("xnli"):
+        add(xt, "XNLI", ["validation", "test"], "XNLI", lg)
+    for lg in tasks.all_languages("pawsx"):
+        add(xt, f"PAWS-X.{lg}", ["train", "validation", "test"], "PAWS-X", lg)
+    for task, kind, alt_kind in (("udpos", "udpos", "ud27"), ("panx", "PAN-X", "wikiann")):
+        for lg in tasks.all_languages(task):
+            src = tasks.get(task).source_for(lg)
+            only = src.splits_by_lang.get(lg, tasks.SPLITS)
+            add(src.hub_id, tasks.config_name(task, lg), [src.splits[s] for s in only],
+                kind if src.hub_id == xt else alt_kind, lg, "parquet" if src.revision else "main")
+    for lg in tasks.all_languages("xquad"):
+        src = tasks.get("xquad").source_for(lg)
+        add(src.hub_id, tasks.config_name("xquad", lg), ["validation"], "XQuAD", lg,
+            "parquet" if src.revision else "main")
+    for lg in tasks.all_languages("mlqa"):
+        add(xt, f"MLQA.{lg}.{lg}", ["validation", "test"], "MLQA", lg)
+    for lg in tasks.all_languages("tydiqa"):
+        add(xt, "tydiqa", ["train", "validation"], "MLQA", lg)
+    for lg in tasks.all_languages("bucc2018"):
+        add(xt, f"bucc18.{lg}", ["validation", "test"], "bucc18", lg)
+    for lg in tasks.languages("tatoeba", "xtreme"):
+        add(xt, f"tatoeba.{tasks.TATOEBA_CODES[lg]}", ["validation"], "tatoeba", lg)
+    return spec
+
+
+def build_data(root: str | Path, seed: int = 0, sizes: dict | None = None) -> Path:
+    """Write the whole mirror under `root` (a `data` folder). Returns root."""
+    import datasets
+    from datasets import Dataset, concatenate_datasets
+
+    datasets.disable_progress_bars()
+
+    root = Path(root)
+    sizes = {**SIZES, **(sizes or {})}
+    langs = {lg: Lang(lg, seed) for lg in world_languages()}
+    en = langs["en"]
+    groups: dict[tuple, list] = {}
+    for hub_id, config, split, kind, lg, layout in _mirror_spec():
+        groups.setdefault((hub_id, config, split, kind, layout), []).append(lg)
+    readmes: dict[str, dict[str, dict[str, str]]] = {}
+    for (hub_id, config, split, kind, layout), lgs in groups.items():
+        norm = "train" if split.startswith("train") else "test" if split.startswith("test") else "validation"
+        parts = []
+        for lg in lgs:   # several languages in one config: XNLI, tydiqa
+            full = lg == "en" or kind == "xnli_mt"   # translated training data is a full-size training set
+            n = sizes[norm] if full else (NON_EN_TRAIN if norm == "train" else sizes[norm])
+            rng = random.Random(f"{seed}|{hub_id}|{config}|{split}|{lg}")
+            cols = _rows(kind, langs[lg], en, n, rng, norm)
+            if hub_id == "google/xtreme" and config == "tydiqa":
+                cols["id"] = [f"{tasks.TYDIQA_PREFIX[lg]}-{i}" for i in range(n)]
+            feats = _features(kind)
+            parts.append(Dataset.from_dict({k: cols[k] for k in feats}, features=feats))  # the hub's column order
+        ds = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        repo = root / hub_id
+        if layout == "parquet":   # refs/convert/parquet layout: <config>/<split>/0000.parquet
+            out = repo / config / split / "0000.parquet"
+        else:                     # parquet on main: <config>/<split>-00000-of-00001.parquet + README configs
+            out = repo / config / f"{split}-00000-of-00001.parquet"
+            readmes.setdefault(hub_id, {}).setdefault(config, {})[split] = f"{config}/{split}-*.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ds.to_parquet(str(out))
+    for hub_id, configs in readmes.items():
+        lines = ["---", "configs:"]
+        for config, split_paths in configs.items():
+            lines += [f"- config_name: {config}", "  data_files:"]
+            lines += [f"  - split: {s}\n    path: {p}" for s, p in split_paths.items()]
+        (root / hub_id / "README.md").write_text("\n".join(lines + ["---", f"Offline mirror of {hub_id} (xfer tiny)."])
+                                                 + "\n", encoding="utf-8")
+    _write_user_data(root / "user", langs, seed, sizes)
+    return root
+
+
+def _write_user_data(root: Path, langs: dict, seed: int, sizes: dict) -> None:
+    """Data that is not on the hub, in the layouts users bring: CCG (.tsv), LASER Tatoeba, MLM text."""
+    rng = random.Random(f"{seed}|user")
+    en = langs["en"]
+    ccg = root / "ccg"
+    ccg.mkdir(parents=True, exist_ok=True)
+    for split, norm in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        lines = []
+        for _ in range(sizes[norm]):
+            for _ in range(rng.randint(4, 10)):
+                t = rng.randrange(len(CCG_TAGS))
+                lines.append(f"{POS_PREFIX[t]}{rng.choice(en.words)}\t{CCG_TAGS[t]}")
+            lines.append("")
+        (ccg / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tat = root / "tatoeba"
+    tat.mkdir(parents=True, exist_ok=True)
+    for lg in tasks.all_languages("tatoeba"):
+        c3 = tasks.TATOEBA_CODES[lg]
+        pairs = [_bitext(rng, langs[lg], en, i) for i in range(sizes["test"])]
+        (tat / f"tatoeba.{c3}-eng.{c3}").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+        (tat / f"tatoeba.{c3}-eng.eng").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    mlm = root / "mlm"
+    mlm.mkdir(parents=True, exist_ok=True)
+    for lg in world_languages():
+        (mlm / f"{lg}.txt").write_text("".join(_sentence(rng, langs[lg]) + "\n" for _ in range(64)), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- the tiny model
+def train_tokenizer(texts, vocab_size: int = 3000):
+    """A Unigram tokenizer with Metaspace, like XLM-R's sentencepiece; returned as a transformers tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import XLMRobertaTokenizer
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]   # XLM-R's order: ids 0..3; <mask> goes last, as in XLM-R
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    import string
+    # Every printable ASCII character is in the vocabulary, so prompts like COPA's questions never become <unk>.
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>",
+                                      shrinking_factor=0.75, max_piece_length=8,
+                                      initial_alphabet=list(string.ascii_letters + string.digits + string.punctuation))
+    tok.train_from_iterator(texts, trainer=trainer)
+    vocab = [tuple(v) for v in json.loads(tok.to_str())["model"]["vocab"]] + [("<mask>", 0.0)]
+    return XLMRobertaTokenizer(vocab=vocab)
+
+
+def _corpus(data_root: Path) -> list[str]:
+    """Every string in the mirror (plus the MLM text): the tokenizer's training text."""
+    import pyarrow.parquet as pq
+    texts: list[str] = []
+    for p in sorted(data_root.rglob("*.parquet")):
+        for col in pq.read_table(p).to_pylist():
+            for v in col.values():
+                if isinstance(v, str):
+                    texts.append(v)
+                elif isinstance(v, list) and v and isinstance(v[0], str):
+                    texts.append(" ".join(v))
+                elif isinstance(v, dict):
+                    texts += [" ".join(x) for x in v.values() if isinstance(x, list) and x and isinstance(x[0], str)]
+    texts += [p.read_text(encoding="utf-8") for p in sorted((data_root / "user").rglob("*.txt"))]
+    return texts
+
+
+def build_model(out: str | Path, tokenizer, size: str = DEFAULT_MODEL, seed: int = 0) -> Path:
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    if size not in MODEL_SIZES:
+        raise ValueError(f"unknown tiny model size {size!r}; valid sizes: {', '.join(MODEL_SIZES)}")
+    torch.manual_seed(seed)
+    cfg = XLMRobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514, type_vocab_size=1,
+                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id, **MODEL_SIZES[size])
+    from transformers.utils import logging as hf_logging
+    model = XLMRobertaForMaskedLM(cfg)   # saved with its MLM head, like the hub checkpoints
+    out = Path(out)
+    hf_logging.disable_progress_bar()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build(root: str | Path, seed: int = 0, sizes: dict | None = None, overwrite: bool = True) -> dict[str, Path]:
+    """Build the whole tiny world under `root`; returns {"data": ..., "<model name>": ...}."""
+    root = Path(root)
+    if overwrite and root.exists():
+        for sub in ("data", "models"):
+            shutil.rmtree(root / sub, ignore_errors=True)
+    data = build_data(root / "data", seed=seed, sizes=sizes)
+    tokenizer = train_tokenizer(_corpus(data))
+    out = {"data": data}
+    for name in MODEL_SIZES:
+        out[name] = build_model(root / "models" / name, tokenizer, name, seed=seed)
+    (root / "world.json").write_text(json.dumps({"seed": seed, "models": list(MODEL_SIZES), "data": "data"}, indent=1))
+    return out
+
+
+def ensure(root: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Build the world once; later calls reuse it (tests and the smoke plan share one world)."""
+    root = Path(root)
+    if not (root / "world.json").exists():
+        return build(root, seed=seed)
+    return {"data": root / "data", **{n: root / "models" / n for n in MODEL_SIZES}}
+
+
+def cmd_tiny(args) -> int:
+    import time
+    t0 = time.time()
+    paths = build(args.dir, seed=args.seed)
+    for k, v in paths.items():
+        print(f"{k:12} {v}")
+    print(f"built the tiny world in {time.time() - t0:.1f}s")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("tiny", help="build the offline tiny world (model + dataset mirror)")
+    p.add_argument("dir", help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_tiny)
