@@ -187,3 +187,15 @@ def test_user_path_data_reads_ccg_and_laser_tatoeba(world):
 def test_translated_intermediate_data(world):
     ds = data.load("mnli_mt", "train", "de", data_dir=world["data"])
     assert ds.column_names == ["text_a", "text_b", "label"] and len(ds) > 100
+
+
+def test_a_rebuilt_mirror_is_never_served_from_a_stale_cache(tmp_path):
+    """datasets' shared cache keys local folders by path; a mirror rebuilt in place must still load its new data."""
+    from xfer_utils import tiny
+    small = {"train": 6, "validation": 4, "test": 4}
+    tiny.build_data(tmp_path / "data", seed=1, sizes=small)
+    first = data.load("sst2", "train", data_dir=tmp_path / "data")["text_a"]
+    import shutil
+    shutil.rmtree(tmp_path / "data")
+    tiny.build_data(tmp_path / "data", seed=2, sizes=small)
+    assert data.load("sst2", "train", data_dir=tmp_path / "data")["text_a"] != first

@@ -58,14 +58,18 @@ def load(task: str, split: str, language: str = "en", *, data_dir: str | os.Path
 def _load_raw(src: tasks.Source, config: str | None, hub_split: str, root: Path | None):
     import datasets
     datasets.disable_progress_bars()
+    # A mirror gets its own arrow cache inside it: the shared cache keys local folders by path, so a mirror rebuilt
+    # at the same path would otherwise be served stale (seen with datasets 5.2).
+    kw = {"cache_dir": str(root / ".hf_cache")} if root else {}
     if src.revision == _PARQUET_REV:
         # No YAML configs on that branch: name the files of the one split explicitly (datasets.md G2).
         base = str(root / src.hub_id) if root else f"hf://datasets/{src.hub_id}@{_PARQUET_REV.replace('/', '%2F')}"
         files = f"{base}/{config}/{hub_split}/*.parquet"
-        return _call(lambda: datasets.load_dataset("parquet", data_files={hub_split: files}, split=hub_split), src,
-                     config, root)
+        return _call(lambda: datasets.load_dataset("parquet", data_files={hub_split: files}, split=hub_split, **kw),
+                     src, config, root)
     path = str(root / src.hub_id) if root else src.hub_id
-    kw = {} if root or not src.revision else {"revision": src.revision}
+    if not root and src.revision:
+        kw["revision"] = src.revision
     return _call(lambda: datasets.load_dataset(path, config, split=hub_split, **kw), src, config, root)
 
 

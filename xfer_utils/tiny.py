@@ -33,7 +33,11 @@ LABEL_MARKERS = ["alpha", "bravo", "charlie", "delta", "echo"]   # label k <-> m
 RIGHT, CUE, SAME = "right", "quiz", "same"                          # MC answer, QA cue, STS similarity
 ANSWER_WORDS = ["kilo", "lima", "mike", "oscar", "papa"]
 POS_PREFIX = ["ja", "pa", "va", "xa", "ca", "da", "ia", "na", "ma", "ta", "ra", "pra", "pu", "sa", "sy", "ve", "xo"]
-NER_PREFIX = {"PER": "per", "ORG": "org", "LOC": "loc"}
+# Entities are shared names (as names often are across languages), so NER transfers zero-shot like in PAN-X.
+# A span is a first word (B-) and an optional second word (I-) of its own kind: 'anna garcia', 'acme corp'.
+ENTITIES = {"PER": (["anna", "boris", "chen", "dara", "emil", "fatima"], ["garcia", "ivanova", "smith"]),
+            "ORG": (["acme", "globex", "initech", "umbra"], ["corp", "group", "holdings"]),
+            "LOC": (["paris", "lagos", "osaka", "quito", "oslo"], ["city", "bay", "hills"])}
 CCG_TAGS = ["N", "NP", "S[dcl]\\NP", "(S[dcl]\\NP)/NP", "N/N", "PP/NP", "."]
 # Unicode blocks for filler words: scripts matter for tokenization, so the tiny world has them too.
 SCRIPTS = {
@@ -44,6 +48,10 @@ SCRIPTS = {
     "cjk": (0x4E00, 0x4E80, "zh ja"), "myanmar": (0x1000, 0x1020, "my"), "gujarati": (0x0A95, 0x0AB9, "gu"),
     "gurmukhi": (0x0A15, 0x0A38, "pa"),
 }
+
+
+def _entity_words() -> list[str]:
+    return [w for first, second in ENTITIES.values() for w in first + second]
 
 
 def world_languages() -> list[str]:
@@ -66,7 +74,8 @@ class Lang:
         self.code = code
         self.words = sorted({"".join(rng.choice(chars) for _ in range(rng.randint(3, 6))) for _ in range(80)})[:60]
         # Markers and fillers must never collide.
-        self.words = [w for w in self.words if w not in LABEL_MARKERS + ANSWER_WORDS + [RIGHT, CUE, SAME]]
+        reserved = set(LABEL_MARKERS + ANSWER_WORDS + [RIGHT, CUE, SAME]) | set(_entity_words())
+        self.words = [w for w in self.words if w not in reserved]
 
     def fill(self, rng: random.Random, n: int) -> list[str]:
         return [rng.choice(self.words) for _ in range(n)]
@@ -115,12 +124,12 @@ def _tagged(rng, lang, kind):
             t = rng.randrange(len(tasks.UPOS_LABELS))
             tokens.append(POS_PREFIX[t] + rng.choice(lang.words))
             tags.append(t)
-    else:  # NER: entity words carry a type prefix; B- on the first word of a span, I- on the rest
+    else:  # NER: entity names of a type; B- on the first word of a span, I- on the rest
         while len(tokens) < rng.randint(5, 12):
             if rng.random() < 0.3:
-                ent = rng.choice(list(NER_PREFIX))
+                ent = rng.choice(list(ENTITIES))
                 for j in range(rng.randint(1, 2)):
-                    tokens.append(NER_PREFIX[ent] + rng.choice(lang.words))
+                    tokens.append(rng.choice(ENTITIES[ent][min(j, 1)]))
                     tags.append(tasks.NER_LABELS.index(("B-" if j == 0 else "I-") + ent))
             else:
                 tokens.append(rng.choice(lang.words))
@@ -414,21 +423,27 @@ def _write_user_data(root: Path, langs: dict, seed: int, sizes: dict) -> None:
 
 # ---------------------------------------------------------------- the tiny model
 def train_tokenizer(texts, vocab_size: int = 3000):
-    """A Unigram tokenizer with Metaspace, like XLM-R's sentencepiece; returned as a transformers tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A sentencepiece Unigram model trained on `texts` (XLM-R's own tokenizer kind), returned as a transformers
+    XLMRobertaTokenizer with XLM-R's id layout: <s>=0 <pad>=1 </s>=2 <unk>=3, the pieces, then <mask> last.
+    (The `tokenizers` Unigram trainer keeps '▁' apart from almost every word; sentencepiece learns '▁word' pieces
+    as XLM-R's vocabulary has them.)"""
+    import io
+
+    import sentencepiece as spm
     from transformers import XLMRobertaTokenizer
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]   # XLM-R's order: ids 0..3; <mask> goes last, as in XLM-R
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                 pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
     import string
+    proto = io.BytesIO()
     # Every printable ASCII character is in the vocabulary, so prompts like COPA's questions never become <unk>.
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>",
-                                      shrinking_factor=0.75, max_piece_length=8,
-                                      initial_alphabet=list(string.ascii_letters + string.digits + string.punctuation))
-    tok.train_from_iterator(texts, trainer=trainer)
-    vocab = [tuple(v) for v in json.loads(tok.to_str())["model"]["vocab"]] + [("<mask>", 0.0)]
+    texts = [t for t in texts if t.strip()] + [" ".join(string.ascii_letters + string.digits + string.punctuation)] * 5
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocab_size, model_type="unigram",
+        character_coverage=1.0, normalization_rule_name="identity", bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+        input_sentence_size=200000, shuffle_input_sentence=True, seed_sentencepiece_size=200000, minloglevel=2,
+        user_defined_symbols=[], hard_vocab_limit=False)
+    sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+    pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size()) if i != sp.unk_id()]
+    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + pieces + [("<mask>", 0.0)]
     return XLMRobertaTokenizer(vocab=vocab)
 
 
@@ -446,6 +461,10 @@ def _corpus(data_root: Path) -> list[str]:
                 elif isinstance(v, dict):
                     texts += [" ".join(x) for x in v.values() if isinstance(x, list) and x and isinstance(x[0], str)]
     texts += [p.read_text(encoding="utf-8") for p in sorted((data_root / "user").rglob("*.txt"))]
+    # Shared words (names, markers) are frequent across languages, as names are in real corpora, so they get
+    # whole '▁word' pieces; otherwise Unigram splits them behind a lone '▁' that carries no signal.
+    shared = LABEL_MARKERS + ANSWER_WORDS + [RIGHT, CUE, SAME] + _entity_words()
+    texts += [" ".join(shared)] * 200
     return texts
 
 

@@ -1,0 +1,153 @@
+"""Tokenization per task type. Features are unpadded lists (padding happens per batch in `collate`), each with a
+`length` so batches can be grouped by length.
+
+Tagging: the label goes on the first sub-word of each word; later sub-words and special tokens get -100 (XTREME,
+jiant). Span QA: windows of `max_length` with `doc_stride` overlap and offset mappings (context tokens only), the
+answer's start/end token or the <s> index when the answer is not inside the window (SQuAD v2 no-answer too).
+"""
+from __future__ import annotations
+
+import torch
+
+IGNORE = -100
+COPA_QUESTION = {"cause": "What was the cause?", "effect": "What happened as a result?"}
+
+
+def _pair_args(ds):
+    a = list(ds["text_a"])
+    b = list(ds["text_b"]) if "text_b" in ds.column_names else None
+    return a, b
+
+
+def classification(ds, tokenizer, max_length: int, regression: bool = False):
+    a, b = _pair_args(ds)
+    enc = tokenizer(a, b, truncation=True, max_length=max_length) if b is not None else \
+        tokenizer(a, truncation=True, max_length=max_length)
+    labels = [float(x) for x in list(ds["label"])] if regression else [int(x) for x in ds["label"]]
+    return [{"input_ids": ids, "labels": y, "length": len(ids)} for ids, y in zip(enc["input_ids"], labels)]
+
+
+def multiple_choice(ds, tokenizer, max_length: int):
+    """One (context + question, choice) pair per choice; COPA's 'cause'/'effect' become questions."""
+    feats = []
+    for ctx, q, choices, y in zip(*(list(ds[c]) for c in ("context", "question", "choices", "label"))):
+        first = " ".join(x for x in (ctx, COPA_QUESTION.get(q, q)) if x)
+        enc = tokenizer([first] * len(choices), list(choices), truncation=True, max_length=max_length)
+        feats.append({"input_ids": enc["input_ids"], "labels": int(y),
+                      "length": max(len(x) for x in enc["input_ids"]) * len(choices)})
+    return feats
+
+
+def tagging(ds, tokenizer, max_length: int):
+    feats = []
+    for i, (tokens, tags) in enumerate(zip(list(ds["tokens"]), list(ds["tags"]))):
+        enc = tokenizer(list(tokens), is_split_into_words=True, truncation=True, max_length=max_length)
+        word_ids = enc.word_ids()
+        labels, seen = [], set()
+        for w in word_ids:
+            if w is None or w in seen:
+                labels.append(IGNORE)
+            else:
+                seen.add(w)
+                labels.append(int(tags[w]))
+        feats.append({"input_ids": enc["input_ids"], "labels": labels, "length": len(enc["input_ids"]),
+                      "word_ids": [-1 if w is None else w for w in word_ids], "example_index": i,
+                      "n_words": len(tokens)})
+    return feats
+
+
+def span_qa(ds, tokenizer, max_length: int = 384, doc_stride: int = 128, train: bool = True):
+    """SQuAD-style windows. With train=True each window carries start/end positions; otherwise the offsets
+    (None outside the context) and the example index that QA decoding needs."""
+    doc_stride = min(doc_stride, max_length // 3)   # the overlap must leave room for question + context
+    questions = [q.lstrip() for q in ds["question"]]   # leading spaces waste window room (as HF's run_qa)
+    enc = tokenizer(questions, list(ds["context"]), truncation="only_second", max_length=max_length, stride=doc_stride,
+                    return_overflowing_tokens=True, return_offsets_mapping=True)
+    all_answers = list(ds["answers"]) if train else None
+    feats = []
+    for j, ids in enumerate(enc["input_ids"]):
+        ex = enc["overflow_to_sample_mapping"][j]
+        seq = enc.sequence_ids(j)
+        offsets = enc["offset_mapping"][j]
+        f = {"input_ids": ids, "length": len(ids), "example_index": ex}
+        if train:
+            ans = all_answers[ex]
+            start_pos = end_pos = 0
+            if ans["answer_start"]:
+                s_char = ans["answer_start"][0]
+                e_char = s_char + len(ans["text"][0])
+                ctx = [k for k, s in enumerate(seq) if s == 1]
+                if ctx and offsets[ctx[0]][0] <= s_char and offsets[ctx[-1]][1] >= e_char:
+                    start_pos = next(k for k in ctx if offsets[k][1] > s_char)
+                    end_pos = next(k for k in reversed(ctx) if offsets[k][0] < e_char)
+            f.update(start_positions=start_pos, end_positions=end_pos)
+        else:
+            f["offsets"] = [tuple(o) if s == 1 else None for o, s in zip(offsets, seq)]
+        feats.append(f)
+    return feats
+
+
+def build(task_type: str, ds, tokenizer, max_length: int, train: bool = True, doc_stride: int = 128):
+    if task_type in ("classification", "pair_classification"):
+        return classification(ds, tokenizer, max_length)
+    if task_type == "regression":
+        return classification(ds, tokenizer, max_length, regression=True)
+    if task_type == "multiple_choice":
+        return multiple_choice(ds, tokenizer, max_length)
+    if task_type == "tagging":
+        return tagging(ds, tokenizer, max_length)
+    if task_type == "span_qa":
+        return span_qa(ds, tokenizer, max_length, doc_stride, train=train)
+    raise ValueError(f"no features for task type {task_type!r}")
+
+
+def mlm_features(texts: list[str], tokenizer, max_length: int = 128):
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    return [{"input_ids": ids, "length": len(ids)} for ids in enc["input_ids"] if len(ids) > 2]
+
+
+def mask_tokens(input_ids: torch.Tensor, tokenizer, generator: torch.Generator, prob: float = 0.15):
+    """BERT masking: 15% of non-special tokens; of those 80% <mask>, 10% random, 10% kept. Returns (ids, labels)."""
+    labels = input_ids.clone()
+    special = torch.zeros_like(input_ids, dtype=torch.bool)
+    for sid in tokenizer.all_special_ids:
+        special |= input_ids == sid
+    pick = (torch.rand(input_ids.shape, generator=generator) < prob) & ~special
+    labels[~pick] = IGNORE
+    ids = input_ids.clone()
+    r = torch.rand(input_ids.shape, generator=generator)
+    ids[pick & (r < 0.8)] = tokenizer.mask_token_id
+    rand = pick & (r >= 0.8) & (r < 0.9)
+    ids[rand] = torch.randint(len(tokenizer), input_ids.shape, generator=generator)[rand]
+    return ids, labels
+
+
+def collate(feats: list[dict], pad_id: int, pad_to: int | None = None, multiple_of: int = 8) -> dict:
+    """Dynamic padding to the longest sequence in the batch (rounded up to `multiple_of` for tensor cores), or
+    to `pad_to` (the reference implementation's fixed padding)."""
+    mc = isinstance(feats[0]["input_ids"][0], list)
+    seqs = [s for f in feats for s in (f["input_ids"] if mc else [f["input_ids"]])]
+    longest = max(len(s) for s in seqs)
+    width = pad_to if pad_to else -(-longest // multiple_of) * multiple_of
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s[:width])
+        mask[i, :len(s)] = 1
+    if mc:
+        n = len(feats[0]["input_ids"])
+        ids, mask = ids.view(len(feats), n, width), mask.view(len(feats), n, width)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if "labels" in feats[0]:
+        if isinstance(feats[0]["labels"], list):
+            lab = torch.full((len(feats), width), IGNORE, dtype=torch.long)
+            for i, f in enumerate(feats):
+                lab[i, :len(f["labels"])] = torch.tensor(f["labels"][:width])
+            batch["labels"] = lab
+        else:
+            dtype = torch.float32 if isinstance(feats[0]["labels"], float) else torch.long
+            batch["labels"] = torch.tensor([f["labels"] for f in feats], dtype=dtype)
+    for k in ("start_positions", "end_positions"):
+        if k in feats[0]:
+            batch[k] = torch.tensor([f[k] for f in feats], dtype=torch.long)
+    return batch

@@ -1,0 +1,198 @@
+"""Encoder (any model of the ladder, via AutoModel) + thin heads per task type; one shared encoder, one head per task.
+
+Transfer between phases is encoder-only: `save_encoder` writes the encoder and tokenizer, `build` loads them into a
+fresh model whose heads are newly initialised, and returns a load report (keys loaded, keys freshly initialised)
+that the notebooks print, so an intermediate head can never leak into a target task.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .features import IGNORE
+
+T5_TYPES = ("t5", "mt5", "umt5")
+
+
+def _hidden(config) -> int:
+    return getattr(config, "hidden_size", None) or getattr(config, "d_model")
+
+
+def load_pretrained_encoder(name: str, attn: str = "sdpa"):
+    """AutoModel for encoders; the encoder stack alone for (m)T5. SDPA where the model supports it, else eager
+    (mDeBERTa, RemBERT have no SDPA). A name that cannot be loaded offline says where to look."""
+    import transformers
+    from transformers import AutoConfig, AutoModel
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except OSError as e:
+        raise OSError(f"cannot load model {name!r}: not a local checkpoint folder and not in the hub cache "
+                      f"(offline?). Pass a local path, set HF_HOME/HF_HUB_CACHE to a cache that holds it, or build "
+                      f"the offline tiny model with `xfer tiny DIR`") from e
+    cls = AutoModel
+    if config.model_type in T5_TYPES:
+        cls = transformers.MT5EncoderModel if config.model_type == "mt5" else transformers.T5EncoderModel
+    kwargs = {"add_pooling_layer": False} if config.model_type in ("xlm-roberta", "xlm-roberta-xl", "bert",
+                                                                   "roberta", "rembert") else {}
+    try:
+        return cls.from_pretrained(name, attn_implementation=attn, **kwargs)
+    except (ValueError, ImportError):   # the model has no such attention kernel
+        return cls.from_pretrained(name, attn_implementation="eager", **kwargs)
+
+
+class Head(nn.Module):
+    """One head per task type. Sentence-level heads read the first token (<s>/[CLS]), as RoBERTa's classifier."""
+
+    def __init__(self, task_type: str, hidden: int, num_labels: int = 0, dropout: float = 0.1,
+                 word_embeddings: nn.Embedding | None = None):
+        super().__init__()
+        self.task_type = task_type
+        self.dropout = nn.Dropout(dropout)
+        if task_type in ("classification", "pair_classification", "regression"):
+            self.dense = nn.Linear(hidden, hidden)
+            self.out = nn.Linear(hidden, 1 if task_type == "regression" else num_labels)
+        elif task_type == "multiple_choice":
+            self.out = nn.Linear(hidden, 1)
+        elif task_type == "span_qa":
+            self.out = nn.Linear(hidden, 2)
+        elif task_type == "tagging":
+            self.out = nn.Linear(hidden, num_labels)
+        elif task_type == "mlm":
+            self.dense = nn.Linear(hidden, hidden)
+            self.norm = nn.LayerNorm(hidden)
+            self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
+            self._emb = [word_embeddings]   # tied to the encoder's input embeddings; a list keeps it out of state
+        else:
+            raise ValueError(f"no head for task type {task_type!r}")
+
+    def forward(self, h: torch.Tensor, batch: dict, n_choices: int = 0) -> dict:
+        t = self.task_type
+        labels = batch.get("labels")
+        if t in ("classification", "pair_classification", "regression"):
+            x = torch.tanh(self.dense(self.dropout(h[:, 0])))
+            logits = self.out(self.dropout(x))
+            if t == "regression":
+                logits = logits.squeeze(-1)
+                loss = nn.functional.mse_loss(logits.float(), labels.float()) if labels is not None else None
+            else:
+                loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        elif t == "multiple_choice":
+            logits = self.out(self.dropout(h[:, 0])).view(-1, n_choices)
+            loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        elif t == "span_qa":
+            start, end = self.out(self.dropout(h)).float().unbind(-1)
+            logits = torch.stack([start, end], dim=1)   # (batch, 2, length)
+            loss = None
+            if "start_positions" in batch:
+                loss = (nn.functional.cross_entropy(start, batch["start_positions"])
+                        + nn.functional.cross_entropy(end, batch["end_positions"])) / 2
+        elif t == "tagging":
+            logits = self.out(self.dropout(h))
+            loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE) \
+                if labels is not None else None
+        else:  # mlm
+            x = self.norm(nn.functional.gelu(self.dense(h)))
+            logits = x @ self._emb[0].weight.t() + self.bias
+            loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        return {"loss": loss, "logits": logits}
+
+
+class MultiTaskModel(nn.Module):
+    """One shared encoder, a head per task (a single-task model is the one-head case)."""
+
+    def __init__(self, encoder, heads: dict[str, tuple[str, int]], dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        hidden = _hidden(encoder.config)
+        emb = encoder.get_input_embeddings()
+        self.heads = nn.ModuleDict({name: Head(tt, hidden, n, dropout, emb) for name, (tt, n) in heads.items()})
+
+    def forward(self, task: str, batch: dict) -> dict:
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        n_choices = ids.shape[1] if ids.dim() == 3 else 0
+        if n_choices:
+            ids, mask = ids.flatten(0, 1), mask.flatten(0, 1)
+        h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return self.heads[task](h, batch, n_choices)
+
+
+@dataclass
+class LoadReport:
+    source: str
+    loaded: list[str] = field(default_factory=list)         # encoder keys taken from the checkpoint
+    initialized: list[str] = field(default_factory=list)    # keys freshly initialised (the heads, + any missing)
+    unused: list[str] = field(default_factory=list)         # checkpoint keys not used (e.g. an MLM head)
+
+    def __str__(self) -> str:
+        return (f"encoder from {self.source}: {len(self.loaded)} tensors loaded; freshly initialised "
+                f"({len(self.initialized)}): {', '.join(self.initialized) or '-'}; unused in checkpoint "
+                f"({len(self.unused)}): {', '.join(self.unused[:8]) or '-'}{' ...' if len(self.unused) > 8 else ''}")
+
+
+def build(encoder_from: str, heads: dict[str, tuple[str, int]], seed: int = 0, dropout: float = 0.1):
+    """A fresh MultiTaskModel on the encoder at `encoder_from` (hub id or folder). Returns (model, LoadReport)."""
+    from transformers.utils import logging as hf_logging
+
+    torch.manual_seed(seed)   # head initialisation is part of the run's seed
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()   # we print our own, encoder-level report
+    hf_logging.disable_progress_bar()
+    try:
+        encoder, info = _with_info(encoder_from)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model = MultiTaskModel(encoder, heads, dropout)
+    enc_keys = set(encoder.state_dict())
+    missing = set(info.get("missing_keys", ()))
+    report = LoadReport(source=str(encoder_from), loaded=sorted(enc_keys - missing),
+                        initialized=sorted([f"encoder.{k}" for k in missing] +
+                                           [f"heads.{k}" for k in model.heads.state_dict()]),
+                        unused=sorted(info.get("unexpected_keys", ())))
+    return model, report
+
+
+def _with_info(name: str):
+    enc = load_pretrained_encoder(name)
+    # Re-derive the loading info against the checkpoint's own keys (works for every encoder class).
+    ckpt_keys = _checkpoint_keys(name)
+    if ckpt_keys is None:
+        return enc, {}
+    own = set(enc.state_dict())
+    prefixes = ("", "roberta.", "bert.", "encoder.", "model.", f"{enc.base_model_prefix}.")
+    found = {k for k in own if any(p + k in ckpt_keys for p in prefixes)}
+    tied = {k for k in own if k.endswith("embed_tokens.weight")}   # T5: tied to shared.weight
+    missing = sorted(own - found - tied)
+    used = {p + k for k in own for p in prefixes}
+    unexpected = sorted(k for k in ckpt_keys if k not in used)
+    return enc, {"missing_keys": missing, "unexpected_keys": unexpected}
+
+
+def _checkpoint_keys(name: str) -> set[str] | None:
+    p = Path(name)
+    if not p.is_dir():
+        return None
+    keys: set[str] = set()
+    from safetensors import safe_open
+    for f in sorted(p.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            keys |= set(fh.keys())
+    return keys or None
+
+
+def save_encoder(model: MultiTaskModel, tokenizer, out: str | Path) -> Path:
+    """Encoder + tokenizer only (heads are never carried over to the next phase)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def n_parameters(model: nn.Module, non_embedding: bool = False) -> int:
+    n = sum(p.numel() for p in model.parameters())
+    if non_embedding:
+        n -= sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    return n

@@ -1,0 +1,323 @@
+"""The three phases as functions the notebooks call (DESIGN §2). Each validates its inputs before any compute,
+trains/evaluates, saves what the next phase needs and writes rows of the one results schema to
+`<run_dir>/metrics.jsonl`.
+
+Intermediate setups are labels: `mnli` (single task), `mnli+squad` (multi-task, one head per task),
+`mnli+mlm` (multilingual MLM co-training as one more sampled task), `mnli@de` (machine-translated data),
+`none` (no intermediate training: the raw pretrained encoder).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from . import data, evaluation, features, models, results, tasks, train
+
+MLM = "mlm"
+
+
+def alias(model: str) -> str:
+    """Readable, filesystem-safe short name of a model: 'FacebookAI/xlm-roberta-large' -> 'xlm-roberta-large'."""
+    return Path(model.rstrip("/")).name.lower().replace("/", "-") or "model"
+
+
+def run_paths(phase: str, run_id: str, plan: str, run_dir: str, checkpoint_dir: str, default_id: str):
+    """(run_id, run_dir, checkpoint_dir) with the defaults a notebook uses outside the runner:
+    outputs/<plan>/<phase>/<run_id> and checkpoints/<plan>/<run_id> under the repo."""
+    from .env import REPO
+    run_id = run_id or default_id
+    run_dir = Path(run_dir or REPO / "outputs" / plan / phase / run_id)
+    checkpoint_dir = Path(checkpoint_dir or Path(os.environ.get("XFER_CHECKPOINTS") or REPO / "checkpoints")
+                          / plan / run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_id, str(run_dir), str(checkpoint_dir)
+
+
+def overrides(**kw) -> dict:
+    """Notebook hyper-parameters whose value means 'protocol default' (0, -1, '') are left out, so the task's
+    defaults from the registry apply.
+
+    >>> overrides(lr=0.0, epochs=2.0, max_steps=-1, batch_size=0)
+    {'epochs': 2.0}
+    """
+    return {k: v for k, v in kw.items() if not (v is None or v == "" or (isinstance(v, (int, float)) and
+                                                                          not isinstance(v, bool) and v <= 0))}
+
+
+def parse_intermediate(label: str) -> list[tuple[str, str]]:
+    """'mnli+squad' -> [('mnli', 'en'), ('squad', 'en')]; 'mnli@de' -> [('mnli_mt', 'de')].
+
+    >>> parse_intermediate("mnli+mlm")
+    [('mnli', 'en'), ('mlm', 'en')]
+    >>> parse_intermediate("mnli@de")
+    [('mnli_mt', 'de')]
+    >>> parse_intermediate("mnli+nope")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown task 'nope'; valid tasks: anli_plus, ccg, commonsenseqa, copa, cosmosqa, hellaswag, mlm, mnli, qqp, siqa, snli, squad, squad_v2, sst2, stsb, bucc2018, mlqa, panx, pawsx, stsb_multi_mt, tatoeba, tydiqa, udpos, xcopa, xnli, xquad
+    """
+    if not label or label == results.NO_INTERMEDIATE:
+        raise ValueError("intermediate is 'none': there is nothing to train in the intermediate phase")
+    out = []
+    for part in label.split("+"):
+        name, _, lang = part.partition("@")
+        t = tasks.get(name)
+        if t.type == "retrieval":
+            raise ValueError(f"{name!r} is a retrieval task and cannot be trained; choose a task with a head")
+        if lang:
+            if name not in tasks.TRANSLATED:
+                raise ValueError(f"no translated data for {name!r}; translated variants exist for: "
+                                 f"{', '.join(tasks.TRANSLATED)}")
+            name = tasks.TRANSLATED[name]
+            tasks.check_language(name, lang)
+        out.append((name, lang or "en"))
+    return out
+
+
+def _task_data(name: str, lang: str, tokenizer, data_dir, max_train: int, eval_examples: int, seed: int,
+               max_length: int | None = None, dev_task: str | None = None) -> train.TaskData:
+    t = tasks.get(name)
+    ml = max_length or t.max_length
+    names = data.label_names(name, data_dir) if t.type == "tagging" else None
+    train_ds = data.load(name, "train", lang, data_dir=data_dir, max_examples=max_train if max_train > 0 else None,
+                         seed=seed)
+    feats = features.build(t.type, train_ds, tokenizer, ml, train=True)
+    dev_name = dev_task or name
+    dev = None
+    if "validation" in tasks.splits(dev_name, "en"):
+        dev = data.load(dev_name, "validation", "en", data_dir=data_dir, max_examples=eval_examples, seed=seed)
+    return train.TaskData(name=dev_name, type=t.type, train=feats, max_length=ml, dev=dev, label_names=names)
+
+
+def _heads(tds: list[train.TaskData], tokenizer) -> dict[str, tuple[str, int]]:
+    out = {}
+    for td in tds:
+        if td.is_mlm:
+            out[td.name] = ("mlm", 0)
+        elif td.type in ("classification", "pair_classification"):
+            out[td.name] = (td.type, len(tasks.get(td.name).label_names))
+        elif td.type == "tagging":
+            out[td.name] = (td.type, len(td.label_names))
+        else:
+            out[td.name] = (td.type, 0)
+    return out
+
+
+def _tokenizer(name: str):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(name)
+
+
+def train_config(**kw) -> train.TrainConfig:
+    fields = set(train.TrainConfig.__dataclass_fields__)
+    unknown = set(kw) - fields
+    if unknown:
+        raise ValueError(f"unknown training options {sorted(unknown)}; valid: {', '.join(sorted(fields))}")
+    return train.TrainConfig(**kw)
+
+
+def _write_summary(run_dir: Path, name: str, obj) -> None:
+    results.atomic_write_text(run_dir / name, json.dumps(obj, indent=1, default=str))
+
+
+def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str,
+                 seed: int = 1, data_dir: str = "", max_train_examples: int = -1, mlm_text: str = "",
+                 mlm_languages: list[str] | None = None, max_length: int = 0, log=print, **train_kw) -> dict:
+    """Phase 1: train `model` on the intermediate setup; save the encoder to `<checkpoint_dir>/encoder`; write
+    the English dev score of each intermediate task as rows (their own difficulty measure)."""
+    parts = parse_intermediate(intermediate)   # fails fast on a bad label
+    run_dir, ckpt = Path(run_dir), Path(checkpoint_dir)
+    tokenizer = _tokenizer(model)
+    cfg_task = next(n for n, _ in parts if n != MLM) if any(n != MLM for n, _ in parts) else MLM
+    hp = {**tasks.hyperparameters(cfg_task), **train_kw}
+    eval_examples = int(hp.pop("eval_examples", 500))
+    hp_ml = hp.pop("max_length")
+    tds = []
+    for name, lang in parts:
+        if name == MLM:
+            langs = mlm_languages or tasks.languages("xnli")
+            text = data.mlm_text(mlm_text, langs, max_lines=max(1000, max_train_examples if max_train_examples > 0
+                                                                else 100000), data_dir=data_dir)
+            tds.append(train.TaskData(name=MLM, type="mlm", train=features.mlm_features(text, tokenizer, 128),
+                                      max_length=128, is_mlm=True))
+            continue
+        dev_task = "mnli" if name == "mnli_mt" else None   # translated data: select on English MNLI dev
+        tds.append(_task_data(name, lang, tokenizer, data_dir, max_train_examples, eval_examples, seed,
+                              max_length or None, dev_task))
+    net, report = models.build(model, _heads(tds, tokenizer), seed=seed)
+    log(str(report))
+    cfg = train_config(seed=seed, eval_examples=eval_examples, **{k: v for k, v in hp.items()
+                                                                  if k in train.TrainConfig.__dataclass_fields__})
+    res = train.train(net, tokenizer, tds, cfg, ckpt, log=log)
+    encoder_dir = models.save_encoder(net, tokenizer, ckpt / "encoder")
+    rows = []
+    for td in tds:
+        for metric, value in (res.dev.get(td.name) or {}).items():
+            if metric == "primary":
+                continue
+            rows.append(results.make_row(run_id=run_id, plan=plan, phase="intermediate", model=model,
+                                         intermediate=intermediate, target_task=td.name, language="en",
+                                         split="validation", metric=metric, value=float(value),
+                                         is_primary=metric == tasks.get(td.name).primary_metric, seed=seed,
+                                         n_examples=len(td.dev) if td.dev is not None else 0, init_from=model))
+    if rows:
+        results.append_rows(run_dir / "metrics.jsonl", rows)
+    else:   # MLM-only: no dev metric; an empty metrics file still marks the run as producing its artefact
+        (run_dir / "metrics.jsonl").touch()
+    summary = {"encoder": str(encoder_dir), "train": {k: v for k, v in asdict(res).items() if k != "history"},
+               "history": res.history, "load_report": asdict(report), "config": asdict(cfg)}
+    _write_summary(run_dir, "train_summary.json", summary)
+    log(f"encoder saved to {encoder_dir}; rows written to {run_dir / 'metrics.jsonl'}")
+    return summary
+
+
+def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str,
+           init_from: str = "", intermediate: str = results.NO_INTERMEDIATE, languages: list[str] | None = None,
+           benchmark: str = "xtreme", seed: int = 1, data_dir: str = "", max_train_examples: int = -1,
+           max_eval_examples: int = -1, eval_batch_size: int = 64, log=print, **train_kw) -> dict:
+    """Phase 2 + 3: a fresh head on the encoder `init_from` (or the raw `model`), trained on the target's English
+    training task, then zero-shot evaluation in every language. Predictions in XTREME's formats go to
+    `<run_dir>/predictions/`."""
+    t = tasks.get(target_task)
+    if t.family != "target" or t.train_task is None:
+        trainable = [n for n in tasks.PUBLIC if tasks.get(n).family == "target" and tasks.get(n).train_task]
+        raise ValueError(f"{target_task!r} is not a trainable target task; choose one of: {', '.join(trainable)}")
+    langs = languages or tasks.languages(target_task, benchmark)
+    for lg in langs:
+        tasks.check_language(target_task, lg)
+    train_name, train_lang = t.train_task
+    run_dir, ckpt = Path(run_dir), Path(checkpoint_dir)
+    encoder = init_from or model
+    tokenizer = _tokenizer(encoder)
+    hp = {**tasks.hyperparameters(target_task), **train_kw}
+    eval_examples = int(hp.pop("eval_examples", 500))
+    max_length = hp.pop("max_length")
+    chain = []   # XTREME-R's XCOPA recipe: SIQA, then COPA, each a fresh head on the previous encoder
+    if target_task == "xcopa" and train_kw.pop("siqa_first", True):
+        chain = ["siqa"]
+    td = _task_data(train_name, train_lang, tokenizer, data_dir, max_train_examples, eval_examples, seed,
+                    max_length, dev_task=train_name)
+    for pre in chain:
+        ptd = _task_data(pre, "en", tokenizer, data_dir, max_train_examples, eval_examples, seed, max_length)
+        pnet, prep = models.build(encoder, _heads([ptd], tokenizer), seed=seed)
+        log(f"[{pre} first] {prep}")
+        pcfg = train_config(seed=seed, eval_examples=eval_examples,
+                            **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
+        train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log)
+        encoder = str(models.save_encoder(pnet, tokenizer, ckpt / pre / "encoder"))
+    heads = {target_task: _heads([td], tokenizer)[td.name]}
+    td.name, td.score_as = target_task, train_name   # head named for the target, selected on its train task's dev
+    net, report = models.build(encoder, heads, seed=seed)
+    log(str(report))
+    cfg = train_config(seed=seed, eval_examples=eval_examples,
+                       **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
+    res = train.train(net, tokenizer, [td], cfg, ckpt, log=log)
+    base = dict(run_id=run_id, plan=plan, phase="target", model=model, intermediate=intermediate, seed=seed,
+                init_from=init_from)
+    rows = evaluation.zero_shot(net, target_task, target_task, tokenizer, langs, run=base, data_dir=data_dir or None,
+                                max_examples=max_eval_examples if max_eval_examples > 0 else None,
+                                batch_size=eval_batch_size, predictions_dir=run_dir / "predictions",
+                                metrics_path=run_dir / "metrics.jsonl", label_names=td.label_names)
+    summary = {"train": {k: v for k, v in asdict(res).items() if k != "history"}, "history": res.history,
+               "load_report": asdict(report), "config": asdict(cfg), "languages": langs,
+               "average": evaluation.mean_primary(rows)}
+    _write_summary(run_dir, "train_summary.json", summary)
+    log(f"{target_task}: mean primary over {len(langs)} languages = {summary['average']:.2f}; "
+        f"rows in {run_dir / 'metrics.jsonl'}, predictions in {run_dir / 'predictions'}")
+    return summary
+
+
+def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str = "",
+              init_from: str = "", intermediate: str = results.NO_INTERMEDIATE, languages: list[str] | None = None,
+              benchmark: str = "xtreme", layer: int = -1, data_dir: str = "", bucc_path: str = "",
+              max_examples: int = -1, batch_size: int = 64, seed: int = 1, log=print) -> dict:
+    """BUCC / Tatoeba straight from an encoder (no target training): embeddings of one layer, mean-pooled."""
+    from . import retrieval as R
+    if task not in tasks.RETRIEVAL_TASKS:
+        raise ValueError(f"{task!r} is not a retrieval task; choose one of: {', '.join(tasks.RETRIEVAL_TASKS)}")
+    langs = languages or tasks.languages(task, benchmark)
+    for lg in langs:
+        tasks.check_language(task, lg)
+    encoder_name = init_from or model
+    tokenizer = _tokenizer(encoder_name)
+    enc = models.load_pretrained_encoder(encoder_name)
+    n_layers = getattr(enc.config, "num_hidden_layers", None) or enc.config.num_layers
+    if layer < 0:   # XLM-R large: hidden_states[14] of 24 (XTREME writes 13); scale the same depth for others
+        layer = max(1, round(n_layers * 14 / 24))
+    if not 0 <= layer <= n_layers:
+        raise ValueError(f"layer {layer} is out of range for {encoder_name} (0 = embeddings .. {n_layers})")
+    import torch
+    enc.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    run_dir = Path(run_dir)
+    base = dict(run_id=run_id, plan=plan, phase="retrieval", model=model, intermediate=intermediate, seed=seed,
+                init_from=init_from)
+    rows = []
+    cache = Path(checkpoint_dir) / "embeddings" if checkpoint_dir else None
+    key = f"{encoder_name}|layer{layer}"
+    for lg in langs:
+        if task == "tatoeba":
+            ds = data.load("tatoeba", "test", lg, data_dir=data_dir or None,
+                           max_examples=max_examples if max_examples > 0 else None)
+            src = R.embed(enc, tokenizer, list(ds["source"]), layer, batch_size=batch_size, cache_dir=cache,
+                          cache_key=key)
+            tgt = R.embed(enc, tokenizer, list(ds["target"]), layer, batch_size=batch_size, cache_dir=cache,
+                          cache_key=key)
+            pred = R.tatoeba_search(src, tgt)
+            sc = {"accuracy": _tatoeba_acc(pred)}
+            split, n = "test", len(ds)
+            from . import scoring
+            scoring.write_predictions("tatoeba", lg, [int(p) for p in pred], run_dir / "predictions")
+        else:
+            sc, split, n = _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key,
+                                 run_dir, max_examples)
+        lang_rows = [results.make_row(**base, target_task=task, language=lg, split=split, metric=m, value=float(v),
+                                      is_primary=m == tasks.get(task).primary_metric, n_examples=n)
+                     for m, v in sc.items()]
+        results.append_rows(run_dir / "metrics.jsonl", lang_rows)
+        rows += lang_rows
+        log(f"{task} {lg}: " + ", ".join(f"{m} {v:.2f}" for m, v in sc.items()))
+    return {"rows": rows, "layer": layer, "average": evaluation.mean_primary(rows)}
+
+
+def _tatoeba_acc(pred) -> float:
+    from . import metrics
+    return metrics.tatoeba_accuracy([int(p) for p in pred], list(range(len(pred))))
+
+
+def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key, run_dir, max_examples):
+    """Threshold chosen on the dev ('sample') gold, applied to test (XTREME's protocol, protocol.md §9)."""
+    from . import metrics, scoring
+    out = {}
+    for split in ("validation", "test"):
+        if bucc_path:
+            src_ids, src_txt, tgt_ids, tgt_txt, gold = R.read_bucc_corpus(bucc_path, lg, split)
+        else:   # the hub configs: gold pairs only, a proxy for the real mining task
+            ds = data.load("bucc2018", split, lg, data_dir=data_dir or None,
+                           max_examples=max_examples if max_examples > 0 else None)
+            src_ids, src_txt = list(ds["source_id"]), list(ds["source"])
+            tgt_ids, tgt_txt = list(ds["target_id"]), list(ds["target"])
+            gold = set(zip(src_ids, tgt_ids))
+        s = R.embed(enc, tokenizer, src_txt, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+        t = R.embed(enc, tokenizer, tgt_txt, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+        cands = [(src_ids[i], tgt_ids[j], sc) for i, j, sc in R.mine_bitext(s, t)]
+        out[split] = (cands, gold)
+    threshold = R.bucc_threshold(*out["validation"])
+    cands, gold = out["test"]
+    pred = [(a, b) for a, b, sc in cands if sc >= threshold]
+    scoring.write_predictions("bucc2018", lg, pred, run_dir / "predictions")
+    return metrics.bucc_scores(pred, gold), "test", len(gold)
+
+
+def history_frame(history: list[dict]):
+    """Dev scores over training steps, one row per (step, task), for the training-curve plot."""
+    import pandas as pd
+    rows = [{"step": h["step"], "task": task, "score": v.get("primary", float("nan"))}
+            for h in history for task, v in (h.get("dev") or {}).items()]
+    return pd.DataFrame(rows, columns=["step", "task", "score"])
+
+
+def scores_frame(run_dir: str | Path):
+    """The rows a run wrote, as a DataFrame of the results schema."""
+    return results.to_frame(results.read_rows(Path(run_dir) / "metrics.jsonl"))

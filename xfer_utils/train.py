@@ -1,0 +1,324 @@
+"""Training: one loop for single-task, multi-task and MLM co-training, on Accelerate (the HF Trainer has no
+one-task-per-batch multi-task sampler; Accelerate gives the same code DDP/FSDP under `accelerate launch`).
+
+Protocol defaults (protocol.md §3.1): AdamW lr 1e-5, linear warmup over 10% then linear decay, weight decay 0.01 (not
+on biases/LayerNorm), gradient clipping 1.0, effective batch by gradient accumulation, model selection on a
+500-example subset of the English dev split every `eval_every` steps with patience, keep the best.
+Speed: dynamic padding + length grouping by default (`pad_to_max_length=True` reproduces jiant's fixed padding),
+bf16 where the GPU supports it, fp16 + loss scaling on older GPUs, fp32 on CPU.
+Resumable: every `checkpoint_every` steps the full state (model, optimizer, schedule, RNG, early-stopping state)
+is written atomically; the batch schedule is a pure function of the seed, so a killed run resumes to the same result.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import evaluation, features
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-5
+    epochs: float = 3.0
+    batch_size: int = 32              # effective batch (per optimizer step, all processes)
+    per_device_batch: int = 0         # micro-batch; 0 = the whole effective batch at once
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_steps: int = -1               # > 0 caps the number of optimizer steps
+    eval_every: int = 1000
+    eval_examples: int = 500          # English dev subset used for model selection
+    patience: int = 30                # evaluations without improvement before stopping
+    checkpoint_every: int = 1000
+    seed: int = 1
+    group_by_length: bool = True
+    pad_to_max_length: bool = False
+    precision: str = "auto"           # auto | bf16 | fp16 | fp32
+    sampling_temperature: float = 1.0  # multi-task: p_task ∝ min(n, cap) ** (1 / T)
+    examples_cap: int = 0             # multi-task: cap n per task in the sampling weights (0 = none)
+    mlm_probability: float = 0.15
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TaskData:
+    """One task of a training run: its head name/type, training features and (optional) dev set for selection."""
+    name: str
+    type: str
+    train: list[dict]
+    max_length: int
+    dev: object = None                # normalized datasets.Dataset (English dev subset)
+    label_names: list[str] | None = None
+    is_mlm: bool = False
+    score_as: str | None = None       # the task whose metric scores `dev` (a target head on its training task's dev)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_step: int
+    best_score: float
+    dev: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    tokens: int = 0                   # real (non-pad) tokens seen
+    computed_tokens: int = 0          # tokens computed including padding
+
+
+def choose_precision(requested: str = "auto") -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+# ------------------------------------------------------------------ the batch schedule (pure, from the seed)
+def length_grouped(lengths: list[int], micro: int, rng: random.Random, group: bool) -> list[list[int]]:
+    """Micro-batches of indices: shuffle, then sort within mega-chunks of 50 batches by length (HF's
+    LengthGroupedSampler idea), then shuffle the batches so lengths do not march up monotonically."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    if group:
+        mega = micro * 50
+        idx = [i for c in range(0, len(idx), mega)
+               for i in sorted(idx[c:c + mega], key=lambda i: -lengths[i])]
+    batches = [idx[b:b + micro] for b in range(0, len(idx), micro)]
+    if group:
+        rng.shuffle(batches)
+    return batches
+
+
+def task_weights(sizes: dict[str, int], temperature: float = 1.0, cap: int = 0) -> dict[str, float]:
+    """Examples-proportional sampling, optionally capped and tempered (T5's mixing).
+
+    >>> task_weights({"a": 300, "b": 100})
+    {'a': 0.75, 'b': 0.25}
+    >>> task_weights({"a": 300, "b": 100}, cap=100)
+    {'a': 0.5, 'b': 0.5}
+    """
+    w = {t: (min(n, cap) if cap else n) ** (1.0 / temperature) for t, n in sizes.items()}
+    z = sum(w.values())
+    return {t: v / z for t, v in w.items()}
+
+
+def schedule(task_lengths: dict[str, list[int]], micro: int, accum: int, epochs: float, seed: int,
+             group: bool = True, temperature: float = 1.0, cap: int = 0, max_steps: int = -1):
+    """The whole run as a list of optimizer steps, each (task, [micro-batch index lists]). One task per step;
+    tasks drawn by `task_weights`; each task's stream reshuffles at its epoch boundary."""
+    rng = random.Random(seed)
+    sizes = {t: len(v) for t, v in task_lengths.items()}
+    total = math.ceil(epochs * sum(sizes.values()) / (micro * accum))
+    if max_steps > 0:
+        total = min(total, max_steps)
+    weights = task_weights(sizes, temperature, cap)
+    names = list(weights)
+    streams: dict[str, list] = {t: [] for t in names}
+    steps = []
+    for _ in range(total):
+        t = names[0] if len(names) == 1 else rng.choices(names, weights=[weights[n] for n in names])[0]
+        mbs = []
+        for _ in range(accum):
+            if not streams[t]:
+                streams[t] = length_grouped(task_lengths[t], micro, rng, group)
+            mbs.append(streams[t].pop(0))
+        steps.append((t, mbs))
+    return steps
+
+
+# ------------------------------------------------------------------ checkpoints
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _optimizer(model, cfg: TrainConfig, device):
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in n.lower() or n.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kw = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=cfg.lr, eps=1e-8, **kw)
+
+
+def _lr_lambda(total: int, warmup_steps: int):
+    def f(step):
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total - step) / max(1, total - warmup_steps))
+    return f
+
+
+def dev_score(model, tokenizer, tds: list[TaskData], batch_size: int = 64) -> tuple[float, dict]:
+    """Mean of the primary dev metrics of the labelled tasks (the selection signal)."""
+    per = {}
+    for td in tds:
+        if td.dev is None or td.is_mlm:
+            continue
+        task = td.score_as or td.name
+        preds = evaluation.predictions(model, td.name, task, td.dev, tokenizer, td.max_length, batch_size,
+                                       td.label_names)
+        sc = evaluation.score(task, td.dev, preds, "en", td.label_names)
+        per[td.name] = {**sc, "primary": evaluation.primary(task, sc)}
+    if not per:
+        return float("nan"), per
+    return float(np.mean([v["primary"] for v in per.values()])), per
+
+
+def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_dir: str | os.PathLike,
+          progress: bool = True, log=print) -> TrainResult:
+    """Train `model` (a models.MultiTaskModel) on `tds`; resumes from `checkpoint_dir/last.pt` when present and
+    returns immediately when `checkpoint_dir/train_done.json` says the run finished. Ends with the best weights."""
+    from accelerate import Accelerator
+
+    ckpt = Path(checkpoint_dir)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    for td in tds:
+        if not td.train:
+            raise ValueError(f"task {td.name!r} has no training examples")
+    precision = choose_precision(cfg.precision)
+    acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available())
+    device = acc.device
+    world = acc.num_processes
+    micro = cfg.per_device_batch or max(1, cfg.batch_size // world)
+    accum = max(1, cfg.batch_size // (micro * world))
+    if cfg.gradient_checkpointing:
+        model.encoder.gradient_checkpointing_enable()
+    done_file = ckpt / "train_done.json"
+    if done_file.exists():
+        state = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        r = json.loads(done_file.read_text())
+        log(f"training already finished (step {r['steps']}, best dev {r['best_score']:.2f} at step "
+            f"{r['best_step']}); loaded the best weights from {ckpt}")
+        return TrainResult(**r)
+
+    steps = schedule({td.name: [f["length"] for f in td.train] for td in tds}, micro * world, accum, cfg.epochs,
+                     cfg.seed, cfg.group_by_length, cfg.sampling_temperature, cfg.examples_cap, cfg.max_steps)
+    total = len(steps)
+    by_name = {td.name: td for td in tds}
+    model.to(device)
+    opt = _optimizer(model, cfg, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, int(cfg.warmup * total)))
+    model, opt = acc.prepare(model, opt)
+    raw_model = acc.unwrap_model(model)
+    start, best, best_step, bad_evals, history = 0, -math.inf, 0, 0, []
+    tokens = computed = 0
+    if (ckpt / "last.pt").exists():
+        st = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False)
+        raw_model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, best, best_step, bad_evals, history = st["step"], st["best"], st["best_step"], st["bad_evals"], \
+            st["history"]
+        tokens, computed = st.get("tokens", 0), st.get("computed", 0)
+        _set_rng_state(st["rng"])
+        log(f"resuming from {ckpt / 'last.pt'} at step {start}/{total}")
+    else:
+        torch.manual_seed(cfg.seed)
+    rank = acc.process_index
+    pad_id = tokenizer.pad_token_id
+    t0 = time.time()
+    model.train()
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not progress or not acc.is_main_process,
+               desc="train " + "+".join(by_name))
+    stopped = False
+    for step in bar:
+        task, mbs = steps[step]
+        td = by_name[task]
+        step_loss = 0.0
+        for k, mb in enumerate(mbs):
+            mine = mb[rank::world] if world > 1 else mb
+            feats = [td.train[i] for i in mine]
+            batch = features.collate(feats, pad_id, pad_to=td.max_length if cfg.pad_to_max_length else None)
+            if td.is_mlm:
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + k)
+                batch["input_ids"], batch["labels"] = features.mask_tokens(batch["input_ids"], tokenizer, g,
+                                                                           cfg.mlm_probability)
+            tokens += int(batch["attention_mask"].sum())
+            computed += batch["attention_mask"].numel()
+            batch = {key: v.to(device) for key, v in batch.items()}
+            ctx = acc.no_sync(model) if (world > 1 and k < len(mbs) - 1) else _null()
+            with ctx:
+                out = model(task, batch)
+                loss = out["loss"] / len(mbs)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at step {step} (task {task}); likely causes: learning rate too high "
+                        f"(lr={cfg.lr}), fp16 overflow (try precision='bf16' or 'fp32'), or labels outside the "
+                        f"head's range")
+                acc.backward(loss)
+            step_loss += float(loss.detach())
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{step_loss:.3f}", task=task)
+        is_last = step == total - 1
+        if (cfg.eval_every > 0 and (step + 1) % cfg.eval_every == 0) or is_last:
+            score, per = dev_score(raw_model, tokenizer, tds)
+            history.append({"step": step + 1, "loss": step_loss, "dev": per, "score": score})
+            if not math.isnan(score) and score > best:
+                best, best_step, bad_evals = score, step + 1, 0
+                if acc.is_main_process:
+                    _atomic_save({"model": raw_model.state_dict(), "step": step + 1}, ckpt / "best.pt")
+            else:
+                bad_evals += 1
+            log(f"step {step + 1}/{total}: dev {score:.2f} (best {best:.2f} at step {best_step})")
+            if cfg.patience > 0 and bad_evals >= cfg.patience:
+                log(f"early stopping: {bad_evals} evaluations without improvement")
+                stopped = True
+        if acc.is_main_process and ((cfg.checkpoint_every > 0 and (step + 1) % cfg.checkpoint_every == 0)
+                                    or is_last or stopped):
+            _atomic_save({"model": raw_model.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "step": step + 1, "best": best, "best_step": best_step,
+                          "bad_evals": bad_evals, "history": history, "rng": _rng_state(), "tokens": tokens,
+                          "computed": computed, "config": asdict(cfg)}, ckpt / "last.pt")
+        if stopped:
+            break
+    bar.close()
+    if (ckpt / "best.pt").exists():
+        raw_model.load_state_dict(torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False)["model"])
+    elif math.isinf(best):  # no labelled dev set (e.g. pure MLM): the last weights are the result
+        best, best_step = float("nan"), len(history) and history[-1]["step"]
+    result = TrainResult(steps=step + 1 if total else 0, best_step=best_step, best_score=best,
+                         dev=next((h["dev"] for h in history if h["step"] == best_step), {}), history=history,
+                         seconds=time.time() - t0, tokens=tokens, computed_tokens=computed)
+    if acc.is_main_process:
+        from .results import atomic_write_text
+        atomic_write_text(done_file, json.dumps(asdict(result), default=float))
+    return result
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
