@@ -38,6 +38,7 @@ from pathlib import Path
 RESOURCE = Path(__file__).resolve().parent / "resources" / "models.yaml"
 STRATEGIES = ("full", "grad_checkpointing", "adam8bit", "fsdp", "lora")
 GPU_SIZES = (16, 24, 40, 80)          # GB columns of `xfer models`
+GPU_COUNTS = (1, 4, 8)                # GPUs per run in `xfer models --plan`
 SEQ_LEN, BATCH = 256, 8               # default micro-batch: jiant trains 4 (x8 accumulation) at 256 tokens
 OVERHEAD_GB, FRAGMENTATION = 1.0, 1.1
 LORA_RANK = 16
@@ -186,7 +187,8 @@ def plan_strategy(model: str | Model, gpu_gb: float, n_gpus: int = 1, seq_len: i
         n = n_gpus if strat == "fsdp" else 1
         mem = estimate_memory_gb(m, strat, seq_len, batch, n)
         if mem <= gpu_gb:
-            launch = (f"accelerate launch --use_fsdp --num_processes {n}" if strat == "fsdp"
+            launch = (f"accelerate launch --config_file params/accelerate/fsdp_full_shard.yaml --num_processes {n}"
+                      if strat == "fsdp"
                       else "papermill / xfer run (one process)")
             return Plan(m.name, strat, round(mem, 1), gpu_gb, n, m.best_attention, REQUIRES.get(strat, ""), launch)
     return Plan(m.name, "none", round(estimate_memory_gb(m, "lora", seq_len, batch), 1), gpu_gb, n_gpus,
@@ -207,6 +209,19 @@ def table(gpu_sizes=GPU_SIZES, n_gpus: int = 1, seq_len: int = SEQ_LEN, batch: i
     return rows
 
 
+def plan_matrix(gpu_sizes=GPU_SIZES, gpu_counts=GPU_COUNTS, seq_len: int = SEQ_LEN, batch: int = BATCH) -> list[dict]:
+    """One row per model: the planned strategy and its GB per GPU for every (GPU size, GPU count)."""
+    rows = []
+    for m in ladder():
+        row = {"model": m.name, "params_total": m.params_total}
+        for n in gpu_counts:
+            for g in gpu_sizes:
+                p = plan_strategy(m, g, n, seq_len, batch)
+                row[f"{n}x{g}gb"] = {"strategy": p.strategy, "memory_gb": p.memory_gb, "n_gpus": p.n_gpus}
+        rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------- CLI
 _SHORT = {"full": "full", "grad_checkpointing": "ckpt", "adam8bit": "8bit", "fsdp": "fsdp", "lora": "lora",
           "none": "-"}
@@ -216,19 +231,47 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
+def _print_matrix(seq_len: int, batch: int) -> None:
+    rows = plan_matrix(seq_len=seq_len, batch=batch)
+    print(f"strategy (GB per GPU) per GPU size and GPUs per run; micro-batch {batch} x {seq_len} tokens per GPU; "
+          "full = full fine-tuning, ckpt = + gradient checkpointing, 8bit = + 8-bit AdamW, fsdp = FSDP full shard "
+          "over the GPUs, lora = LoRA (r 16), - = nothing fits")
+    cols = [(n, g) for n in GPU_COUNTS for g in GPU_SIZES]
+    print(f"{'model':17} {'params':>7} " + " ".join(f"{f'{n}x{g}G':>11}" for n, g in cols))
+    for r in rows:
+        cells = []
+        for n, g in cols:
+            c = r[f"{n}x{g}gb"]
+            cells.append(f"{_SHORT[c['strategy']]:>4} {c['memory_gb']:5.1f}G" if c["strategy"] != "none"
+                         else f"{'-':>11}")
+        print(f"{r['model']:17} {_count(r['params_total']):>7} " + " ".join(f"{c:>11}" for c in cells))
+    print("memory model: xfer_utils/ladder.py docstring (an estimate to choose a strategy, not a promise); one "
+          "config in detail: xfer models --plan --gpu-mem 80 --gpus 4")
+
+
 def cmd_models(args) -> int:
     if args.plan:
-        plans = [plan_strategy(m, args.gpu_mem, args.gpus, args.seq_len, args.batch) for m in ladder()]
+        if args.gpu_mem is None and args.gpus is None:     # the whole matrix: 16/24/40/80 GB x 1/4/8 GPUs
+            if args.json:
+                print(json.dumps(plan_matrix(seq_len=args.seq_len, batch=args.batch), indent=2))
+            else:
+                _print_matrix(args.seq_len, args.batch)
+            return 0
+        gpu_mem = 80.0 if args.gpu_mem is None else args.gpu_mem
+        gpus = 1 if args.gpus is None else args.gpus
+        plans = [plan_strategy(m, gpu_mem, gpus, args.seq_len, args.batch) for m in ladder()]
         if args.json:
             print(json.dumps([asdict(p) for p in plans], indent=2))
             return 0
-        print(f"plan for {args.gpus} x {args.gpu_mem:g} GB, micro-batch {args.batch} x {args.seq_len} tokens")
+        print(f"plan for {gpus} x {gpu_mem:g} GB, micro-batch {args.batch} x {args.seq_len} tokens")
         print(f"{'model':17} {'strategy':19} {'GB/GPU':>7} {'GPUs':>4} {'attention':9} requires / launch")
         for p in plans:
             extra = "; ".join(x for x in (p.requires, p.launch) if x)
             print(f"{p.model:17} {p.strategy:19} {p.memory_gb:7.1f} {p.n_gpus:4d} {p.attention:9} {extra}")
+        print()
+        _print_matrix(args.seq_len, args.batch)
         return 0
-    rows = table(n_gpus=args.gpus, seq_len=args.seq_len, batch=args.batch)
+    rows = table(n_gpus=args.gpus or 1, seq_len=args.seq_len, batch=args.batch)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -247,9 +290,10 @@ def cmd_models(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="the model ladder: parameters, attention kernels, memory, what fits a GPU")
-    p.add_argument("--plan", action="store_true", help="print the training strategy per model for --gpu-mem/--gpus")
-    p.add_argument("--gpu-mem", type=float, default=80.0, help="memory per GPU in GB (default 80)")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs available (FSDP needs >= 2; default 1)")
+    p.add_argument("--plan", action="store_true", help="the training strategy per model: for 16/24/40/80 GB x 1/4/8 "
+                   "GPUs, and in detail for --gpu-mem/--gpus when given")
+    p.add_argument("--gpu-mem", type=float, default=None, help="memory per GPU in GB (default 80)")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs per run (FSDP needs >= 2; default 1)")
     p.add_argument("--seq-len", type=int, default=SEQ_LEN, help=f"tokens per sequence (default {SEQ_LEN})")
     p.add_argument("--batch", type=int, default=BATCH, help=f"micro-batch per GPU (default {BATCH})")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
