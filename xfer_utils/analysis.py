@@ -42,7 +42,7 @@ def kind_of(label: str) -> str:
     if "@" in label:
         return "translated"
     parts = label.split("+")
-    return "mlm" if "mlm" in parts else "multi-task" if len(parts) > 1 else "single"
+    return "mlm" if "mlm" in parts else "multi-task" if len(parts) > 1 or parts[0] == "multitask" else "single"
 
 
 def _task(name: str):

@@ -75,3 +75,39 @@ def setup(seed: int = 1, quiet_hf: bool = True) -> dict:
     os.chdir(REPO)
     seed_everything(seed)
     return report()
+
+
+def mount_drive(mountpoint: str = "/content/drive") -> Path:
+    """Mount Google Drive once; a second call (or a re-run cell) finds it mounted and does nothing."""
+    root = Path(mountpoint)
+    if not (root / "MyDrive").is_dir():
+        from google.colab import drive  # only importable on Colab
+        drive.mount(str(root))
+    return root / "MyDrive"
+
+
+def colab_roots(drive_dir: str = "xfer", use_drive: bool = True) -> dict[str, str]:
+    """On Colab: outputs and checkpoints on Drive (so a disconnect loses nothing and runs resume); checkpoints are
+    exported as XFER_CHECKPOINTS for the runner. Elsewhere: the repo's own outputs/ and checkpoints/."""
+    if in_colab() and use_drive:
+        base = mount_drive() / drive_dir
+    else:
+        base = REPO
+    roots = {"outputs": str(base / "outputs"), "checkpoints": str(base / "checkpoints")}
+    for p in roots.values():
+        Path(p).mkdir(parents=True, exist_ok=True)
+    os.environ["XFER_CHECKPOINTS"] = roots["checkpoints"]
+    return roots
+
+
+def gpu_advice() -> str:
+    """What fits the GPU at hand (T4: fp16, XLM-R base comfortably, large only with small batches; L4/A100: bf16)."""
+    import torch
+    if not torch.cuda.is_available():
+        return "no GPU: only the tiny world (smoke plan) is practical here"
+    name = torch.cuda.get_device_name(0)
+    gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    if torch.cuda.is_bf16_supported():
+        return f"{name} ({gib:.0f} GiB): bf16; quick.yaml in well under an hour; XLM-R large fits with per_device_batch 8"
+    return f"{name} ({gib:.0f} GiB): no bf16, fp16 with loss scaling; quick.yaml in about 2 h; XLM-R large needs " \
+           f"per_device_batch 2-4 and gradient checkpointing"

@@ -18,6 +18,18 @@ Rules:
 - ``--only PATTERN`` (fnmatch on run ids or phase/run_id, comma-separated) also runs what the matched runs
   depend on (finished dependencies are simply skipped).
 
+Launchers: ``local`` (default) executes the runs one after the other in this process. ``submitit`` submits one
+job per run through submitit (``--cluster slurm``, ``local`` or ``auto``: Slurm when ``sbatch`` is there), with the
+job's resources from the plan (``resources:``: gpus, mem, time, partition, cpus, slurm), and the same rules: the
+job itself executes the notebook exactly as the local launcher does (params.yaml, notebook.log, ``_done.json``,
+``_failed/``), finished runs are not submitted, interrupted ones resume. On Slurm every run is submitted at once,
+a run waiting for its upstream runs with ``--dependency=afterok:<job ids>`` (a failed upstream cancels it:
+``--kill-on-invalid-dep=yes``), and runs that will re-execute make their finished dependents re-execute too (the
+local launcher's staleness rule); a run whose last job (``_submitit/jobs.json``) is still pending or running is
+not submitted again; a job that times out or is pre-empted is requeued and its notebook resumes from
+its checkpoints. submitit's local executor has no dependencies: runs are submitted when their upstream runs
+have finished, at most ``--parallel`` at a time. Job logs: ``<outputs>/<plan>/_submitit/<job id>/``.
+
 >>> fmt_hours(0.0004), fmt_hours(1.25), fmt_hours(None)
 ('<0.01', '1.25', '?')
 """
@@ -40,7 +52,9 @@ import yaml
 from . import cost, plans, results
 
 DONE = "_done.json"
-LAUNCHERS = ("local",)      # issue 10 adds "submitit"
+LAUNCHERS = ("local", "submitit")
+CLUSTERS = ("auto", "slurm", "local")
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60      # submitit's local executor kills a job after 2 minutes unless told otherwise
 
 
 def _now() -> str:
@@ -204,43 +218,71 @@ def cost_table(plan: plans.Plan, runs: list, gpu: str = "a100", out=print) -> fl
     return total
 
 
+def _decide(plan: plans.Plan, r: plans.Run, by_id: dict, state: dict, head: str, out) -> bool:
+    """The skip/resume rules, shared by the launchers: True when `r` must execute (records and prints the
+    outcome otherwise)."""
+    bad = [d for d in r.needs if state.get(d, ("",))[0] in ("failed", "blocked", "interrupted")]
+    if bad:
+        state[r.run_id] = ("blocked", f"needs {bad[0]}", 0.0)
+        out(f"{head}  blocked (needs {bad[0]})")
+        return False
+    done = read_done(r)
+    if done is not None:
+        stale = _stale(r, done, by_id)
+        if stale is None:
+            changed = done.get("params_digest") not in (None, params_digest(r.passed))
+            note = f"; params changed since - delete {r.run_dir} to redo" if changed else ""
+            state[r.run_id] = ("skipped", "", 0.0)
+            out(f"{head}  skipped (done {done.get('finished_at', '')}{note})")
+            return False
+        out(f"{head}  stale (dependency {stale} re-ran): executing again")
+    elif r.run_dir.exists():
+        out(f"{head}  resuming an interrupted run")
+    return True
+
+
+def _summary(plan: plans.Plan, state: dict, out, interrupted: bool) -> int:
+    df = collect_plan(plan)
+    counts = {k: sum(1 for s in state.values() if s[0] == k)
+              for k in ("done", "skipped", "failed", "blocked", "interrupted")}
+    out(f"results: {len(df)} rows -> {plan.results_csv}")
+    out("summary: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("done", "skipped")))
+    for rid, (s, why, _) in state.items():
+        if s in ("failed", "blocked"):
+            out(f"  {s:<8} {rid}: {why}")
+    if interrupted:
+        return 130
+    return 1 if counts["failed"] or counts["blocked"] else 0
+
+
 def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
-             gpu: str = "a100", out=print) -> int:
+             gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
+             poll_s: float | None = None, resources: str | None = None) -> int:
     """Execute a plan (or list it with costs when `dry_run`). Returns the exit code: 0 ok, 1 failed/blocked runs,
-    130 interrupted."""
+    130 interrupted. `cluster`, `parallel`, `wait`, `poll_s`: the submitit launcher's options; `resources`: a site
+    resources file (plans.load_site)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher {launcher!r} is not available; valid launchers: {', '.join(LAUNCHERS)}")
-    plan = plans.expand(plan_path, outputs)
+    plan = plans.expand(plan_path, outputs, site=plans.load_site(resources))
     runs = plans.select(plan, only)
     plans.validate(plan)
     if dry_run:
         cost_table(plan, runs, gpu, out)
         return 0
+    if launcher == "submitit":
+        return run_submitit(plan, runs, out, cluster, parallel, wait, poll_s, plan_path)
     launch = {"local": execute_local}[launcher]
     by_id = {r.run_id: r for r in plan.runs}
     state: dict[str, tuple[str, str, float]] = {}
     n = len(runs)
     out(f"plan {plan.name}: {n} runs -> {plan.dir} (checkpoints: {plan.checkpoint_root / plan.name})")
+    if parallel > 1:
+        return _summary(plan, state, out, _run_parallel(plan, runs, by_id, state, parallel, out, plan_path))
     interrupted = False
     for i, r in enumerate(runs, 1):
         head = f"[{i:>{len(str(n))}}/{n}] {r.phase}/{r.run_id}"
-        bad = [d for d in r.needs if state.get(d, ("",))[0] in ("failed", "blocked")]
-        if bad:
-            state[r.run_id] = ("blocked", f"needs {bad[0]}", 0.0)
-            out(f"{head}  blocked (needs {bad[0]})")
+        if not _decide(plan, r, by_id, state, head, out):
             continue
-        done = read_done(r)
-        if done is not None:
-            stale = _stale(r, done, by_id)
-            if stale is None:
-                changed = done.get("params_digest") not in (None, params_digest(r.passed))
-                note = f"; params changed since - delete {r.run_dir} to redo" if changed else ""
-                state[r.run_id] = ("skipped", "", 0.0)
-                out(f"{head}  skipped (done {done.get('finished_at', '')}{note})")
-                continue
-            out(f"{head}  stale (dependency {stale} re-ran): executing again")
-        elif r.run_dir.exists():
-            out(f"{head}  resuming an interrupted run")
         if plan.phases[r.phase].get("after"):
             collect_plan(plan)
         tty = out is print and sys.stdout.isatty()
@@ -258,17 +300,260 @@ def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs=
         state[r.run_id] = (status, why, wall)
         msg = f"{head}  {status} ({_fmt_s(wall)})" + (f": {why} -> {plan.failed_dir / r.run_id}" if why else "")
         out(("\r" if tty else "") + msg)
-    df = collect_plan(plan)
-    counts = {k: sum(1 for s in state.values() if s[0] == k)
-              for k in ("done", "skipped", "failed", "blocked", "interrupted")}
-    out(f"results: {len(df)} rows -> {plan.results_csv}")
-    out("summary: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("done", "skipped")))
-    for rid, (s, why, _) in state.items():
-        if s in ("failed", "blocked"):
-            out(f"  {s:<8} {rid}: {why}")
-    if interrupted:
-        return 130
-    return 1 if counts["failed"] or counts["blocked"] else 0
+    return _summary(plan, state, out, interrupted)
+
+
+def _execute_local_worker(plan: plans.Plan, run: plans.Run) -> tuple[str, str]:
+    return _execute(plan, run, execute_local)
+
+
+def _run_parallel(plan: plans.Plan, runs: list, by_id: dict, state: dict, parallel: int, out, plan_path) -> bool:
+    """The local launcher with `parallel` runs at a time, each in its own worker process (papermill's kernels
+    and the fd-level log redirection are per process); a run starts once its dependencies are finished.
+    Returns True when interrupted."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    order = {r.run_id: i for i, r in enumerate(runs, 1)}
+    pending, running = list(runs), {}
+    width = len(str(len(runs)))
+    # Split the machine's threads between the workers' kernels (inherited by each papermill kernel).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+    with cf.ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn")) as pool:
+        try:
+            while pending or running:
+                for r in list(pending):
+                    if len(running) >= parallel:
+                        break
+                    if any(d in order and d not in state for d in r.needs):
+                        continue          # a dependency has not finished yet
+                    pending.remove(r)
+                    head = f"[{order[r.run_id]:>{width}}/{len(runs)}] {r.phase}/{r.run_id}"
+                    if not _decide(plan, r, by_id, state, head, out):
+                        continue
+                    if plan.phases[r.phase].get("after"):
+                        collect_plan(plan)
+                    running[pool.submit(_execute_local_worker, plan, r)] = (r, head, time.time())
+                if not running:
+                    continue
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    r, head, t0 = running.pop(fut)
+                    status_, why = fut.result()
+                    state[r.run_id] = (status_, why, time.time() - t0)
+                    out(f"{head}  {status_} ({_fmt_s(time.time() - t0)})"
+                        + (f": {why} -> {plan.failed_dir / r.run_id}" if why else ""))
+        except KeyboardInterrupt:
+            for fut, (r, head, t0) in running.items():
+                fut.cancel()
+                state[r.run_id] = ("interrupted", "", time.time() - t0)
+            out(f"interrupted: run `xfer run {plan_path}` again to resume")
+            return True
+    return False
+
+
+# ---- submitit launcher ----
+
+class RunJob:
+    """One run as a submitit job: executes the notebook like the local launcher (in the job's process). Raises
+    when the run failed, so that Slurm's afterok dependencies hold back (and cancel) its dependents. submitit
+    calls `checkpoint` on timeout / pre-emption: the job is requeued and the notebook resumes from its
+    checkpoints (the run folder has no _done.json yet)."""
+
+    def __init__(self, plan: plans.Plan, run: plans.Run):
+        self.plan, self.run = plan, run
+
+    def __call__(self) -> dict:
+        plan, run = self.plan, self.run
+        by_id = {r.run_id: r for r in plan.runs}
+        missing = [d for d in run.needs if read_done(by_id[d]) is None]
+        if missing:
+            raise RuntimeError(f"run {run.run_id}: dependency {missing[0]} has not finished")
+        if plan.phases[run.phase].get("after"):
+            collect_plan(plan)
+        t0 = time.time()
+        status, why = _execute(plan, run, execute_local)
+        if status != "done":
+            raise RuntimeError(f"run {run.run_id} failed: {why}")
+        return {"run_id": run.run_id, "status": status, "wall_s": time.time() - t0}
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _local_gpus() -> int:
+    """GPUs this machine shows (without importing torch): CUDA_VISIBLE_DEVICES, else the NVIDIA driver's list."""
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:
+        return len([x for x in cvd.split(",") if x.strip()])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def job_parameters(plan: plans.Plan, run: plans.Run, cluster: str) -> dict:
+    """submitit AutoExecutor parameters for one run, from its `resources`."""
+    res = run.resources
+    p: dict = {"name": f"xfer-{plan.name}-{run.run_id}"[:120], "nodes": 1, "tasks_per_node": 1}
+    if "gpus" in res:
+        if res["gpus"] > 0 or cluster != "slurm":      # Slurm: no GPU request at all rather than 0 GPUs
+            p["gpus_per_node"] = int(res["gpus"])
+    elif cluster == "local":           # the local executor hides every GPU unless asked for them
+        p["gpus_per_node"] = _local_gpus()
+    if "time" in res:
+        p["timeout_min"] = plans.time_minutes(res["time"])
+    elif cluster == "local":
+        p["timeout_min"] = LOCAL_TIMEOUT_MIN
+    if "mem" in res:
+        p["mem_gb"] = plans.mem_gb(res["mem"])
+    if "cpus" in res:
+        p["cpus_per_task"] = int(res["cpus"])
+    if "partition" in res:
+        p["slurm_partition"] = str(res["partition"])
+    return p
+
+
+def make_executor(plan: plans.Plan, cluster: str = "auto"):
+    """submitit's AutoExecutor with its logs under <outputs>/<plan>/_submitit/<job id>/."""
+    try:
+        import submitit
+    except ImportError as e:
+        raise ValueError("launcher 'submitit' needs the submitit package: pip install submitit "
+                         "(or pip install 'xfer-utils[cluster]')") from e
+    if cluster not in CLUSTERS:
+        raise ValueError(f"unknown cluster {cluster!r}; valid clusters: {', '.join(CLUSTERS)}")
+    return submitit.AutoExecutor(folder=plan.dir / "_submitit" / "%j", cluster=None if cluster == "auto" else cluster)
+
+
+SLURM_ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
+
+
+def _jobs_file(plan: plans.Plan) -> Path:
+    return plan.dir / "_submitit" / "jobs.json"
+
+
+def _read_jobs(plan: plans.Plan) -> dict:
+    try:
+        return json.loads(_jobs_file(plan).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _queued(plan: plans.Plan, job_id: str):
+    """The Slurm job `job_id` when it is still pending or running, else None."""
+    import submitit
+    job = submitit.SlurmJob(folder=plan.dir / "_submitit" / "%j", job_id=str(job_id))
+    return job if str(job.state).upper() in SLURM_ACTIVE else None
+
+
+def _job_error(plan: plans.Plan, run: plans.Run, e: BaseException) -> str:
+    err = plan.failed_dir / run.run_id / "error.txt"
+    if err.exists():
+        lines = err.read_text(encoding="utf-8").splitlines()
+        if lines:
+            return lines[0][:160]
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:160]
+
+
+def run_submitit(plan: plans.Plan, runs: list, out=print, cluster: str = "auto", parallel: int = 1,
+                 wait: bool = True, poll_s: float | None = None, plan_path=None) -> int:
+    """Dispatch `runs` as submitit jobs (see the module docstring); returns the exit code like run_plan."""
+    kind = make_executor(plan, cluster).cluster
+    by_id = {r.run_id: r for r in plan.runs}
+    n = len(runs)
+    heads = {r.run_id: f"[{i:>{len(str(n))}}/{n}] {r.phase}/{r.run_id}" for i, r in enumerate(runs, 1)}
+    state: dict[str, tuple[str, str, float]] = {}
+    jobs: dict[str, tuple] = {}          # run_id -> (job, submitted at)
+    out(f"plan {plan.name}: {n} runs -> {plan.dir} (checkpoints: {plan.checkpoint_root / plan.name}); submitit "
+        f"on {kind}, job logs in {plan.dir / '_submitit'}")
+    poll = poll_s if poll_s is not None else (15.0 if kind == "slurm" else 0.5)
+    chosen = {r.run_id: r for r in runs}
+
+    def submit(r, deps: list[str]) -> None:
+        params = job_parameters(plan, r, kind)
+        extra = dict(r.resources.get("slurm") or {})
+        if deps:
+            extra.update(dependency="afterok:" + ":".join(deps), kill_on_invalid_dep="yes")
+        if kind == "slurm":
+            params["slurm_additional_parameters"] = extra
+        ex = make_executor(plan, kind)           # a fresh one: submitit's parameters stick between submissions
+        ex.update_parameters(**params)
+        job = ex.submit(RunJob(plan, r))
+        jobs[r.run_id] = (job, time.time())
+        known[r.run_id] = str(job.job_id)
+        results.atomic_write_text(_jobs_file(plan), json.dumps(known, indent=1))
+        out(f"{heads[r.run_id]}  submitted (job {job.job_id}" + (f", after {', '.join(deps)})" if deps else ")"))
+
+    def finish(rid: str) -> None:
+        job, t0 = jobs.pop(rid)
+        r = by_id[rid]
+        wall = time.time() - t0
+        try:
+            job.result()
+            state[rid] = ("done", "", wall)
+            out(f"{heads[rid]}  done ({_fmt_s(wall)})")
+        except Exception as e:          # noqa: BLE001 - a failed job is one failed run
+            bad = [d for d in r.needs if state.get(d, ("",))[0] in ("failed", "blocked")]
+            if bad:
+                state[rid] = ("blocked", f"needs {bad[0]}", wall)
+                out(f"{heads[rid]}  blocked (needs {bad[0]})")
+            else:
+                why = _job_error(plan, r, e)
+                state[rid] = ("failed", why, wall)
+                out(f"{heads[rid]}  failed ({_fmt_s(wall)}): {why} -> {plan.failed_dir / rid} "
+                    f"(job log: {job.paths.stderr})")
+
+    interrupted = False
+    known = _read_jobs(plan)            # run id -> its last job id (a second `xfer run` must not duplicate jobs)
+    try:
+        if kind == "slurm":             # the scheduler holds dependents back: submit everything now
+            for r in runs:
+                queued = _queued(plan, known[r.run_id]) if r.run_id in known and read_done(r) is None else None
+                if queued is not None:
+                    queued._xfer_queued = True
+                    jobs[r.run_id] = (queued, time.time())
+                    out(f"{heads[r.run_id]}  already queued (job {queued.job_id})")
+                    continue
+                upstream = [d for d in r.needs if d in jobs]
+                if upstream:
+                    out(f"{heads[r.run_id]}  waits for {', '.join(upstream)}")
+                elif not _decide(plan, r, by_id, state, heads[r.run_id], out):
+                    continue
+                submit(r, [str(jobs[d][0].job_id) for d in upstream])
+            if not wait:
+                fresh = sum(1 for j, _ in jobs.values() if not getattr(j, "_xfer_queued", False))
+                out(f"submitted {fresh} jobs ({len(jobs) - fresh} already queued); follow them with `xfer status "
+                    f"{plan_path or plan.path}` and collect with `xfer collect {plan_path or plan.path}`")
+                return 0
+            while jobs:
+                for rid in [rid for rid, (job, _) in jobs.items() if job.done()]:
+                    finish(rid)
+                if jobs:
+                    time.sleep(poll)
+        else:                           # no dependencies: submit when the upstream runs have finished
+            pending = list(runs)
+            while pending or jobs:
+                for r in list(pending):
+                    if len(jobs) >= max(1, parallel):
+                        break
+                    if any(d in chosen and d not in state for d in r.needs):
+                        continue        # an upstream run is pending or running
+                    pending.remove(r)
+                    if _decide(plan, r, by_id, state, heads[r.run_id], out):
+                        submit(r, [])
+                for rid in [rid for rid, (job, _) in jobs.items() if job.done()]:
+                    finish(rid)
+                if jobs or pending:
+                    time.sleep(poll)
+    except KeyboardInterrupt:
+        interrupted = True
+        for rid, (job, t0) in list(jobs.items()):
+            if kind != "slurm":
+                job.cancel(check=False)
+            state[rid] = ("interrupted", "", time.time() - t0)
+            out(f"{heads[rid]}  interrupted" + (" (the Slurm job goes on)" if kind == "slurm" else
+                                                f": run `xfer run {plan_path or plan.path}` again to resume"))
+    return _summary(plan, state, out, interrupted)
 
 
 def status(plan_path, outputs="outputs", out=print) -> int:
@@ -308,7 +593,17 @@ def register(sub) -> None:
     p.add_argument("--outputs", default="outputs", metavar="DIR", help="outputs root (default: outputs)")
     p.add_argument("--launcher", default="local", help=f"how runs are executed: {', '.join(LAUNCHERS)}")
     p.add_argument("--gpu", default="a100", help="GPU kind for --dry-run costs (a100, h100, l4, t4)")
-    p.set_defaults(func=lambda a: run_plan(a.plan, a.only, a.dry_run, a.outputs, a.launcher, a.gpu))
+    p.add_argument("--cluster", default="auto", choices=CLUSTERS,
+                   help="submitit: slurm, local (this machine) or auto (slurm when sbatch is available)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="runs executing at the same time, locally or with submitit's local executor (default 1)")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="submitit on Slurm: submit every job and return (follow with `xfer status`)")
+    p.add_argument("--resources", metavar="FILE", help="site resources file (GPUs, memory, time, partition; per "
+                   "phase and per model) on top of the plan's, e.g. params/cluster/slurm_example.yaml")
+    p.set_defaults(func=lambda a: run_plan(a.plan, a.only, a.dry_run, a.outputs, a.launcher, a.gpu,
+                                           cluster=a.cluster, parallel=a.parallel, wait=a.wait,
+                                           resources=a.resources))
     s = sub.add_parser("status", help="done / failed / pending per run of a plan")
     s.add_argument("plan")
     s.add_argument("--outputs", default="outputs", metavar="DIR")

@@ -2,7 +2,8 @@
 trains/evaluates, saves what the next phase needs and writes rows of the one results schema to
 `<run_dir>/metrics.jsonl`.
 
-Intermediate setups are labels: `mnli` (single task), `mnli+squad` (multi-task, one head per task),
+Intermediate setups are labels: `mnli` (single task), `mnli+squad` (multi-task, one head per task), `multitask`
+(the paper's nine tasks together),
 `mnli+mlm` (multilingual MLM co-training as one more sampled task), `mnli@de` (machine-translated data),
 `none` (no intermediate training: the raw pretrained encoder).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from . import data, evaluation, features, models, results, tasks, train
 
 MLM = "mlm"
+MULTITASK = "multitask"   # label for the paper's multi-task setup: the nine intermediate tasks, one head each
 
 
 def alias(model: str) -> str:
@@ -53,6 +55,8 @@ def parse_intermediate(label: str) -> list[tuple[str, str]]:
     [('mnli', 'en'), ('mlm', 'en')]
     >>> parse_intermediate("mnli@de")
     [('mnli_mt', 'de')]
+    >>> len(parse_intermediate("multitask"))
+    9
     >>> parse_intermediate("mnli+nope")
     Traceback (most recent call last):
     ...
@@ -61,7 +65,10 @@ def parse_intermediate(label: str) -> list[tuple[str, str]]:
     if not label or label == results.NO_INTERMEDIATE:
         raise ValueError("intermediate is 'none': there is nothing to train in the intermediate phase")
     out = []
-    for part in label.split("+"):
+    parts = label.split("+")
+    if parts[0] == MULTITASK:   # the paper's multi-task setting: all nine intermediate tasks
+        parts = list(tasks.PAPER_INTERMEDIATE) + parts[1:]
+    for part in parts:
         name, _, lang = part.partition("@")
         t = tasks.get(name)
         if t.type == "retrieval":
@@ -118,13 +125,29 @@ def train_config(**kw) -> train.TrainConfig:
     return train.TrainConfig(**kw)
 
 
+def _lora(net, rank: int) -> None:
+    """The planner's LoRA strategy: adapters on the attention projections (peft), the rest frozen."""
+    if rank > 0:
+        from . import launch
+        launch.add_lora(net, rank)
+
+
+def _save_encoder(net, tokenizer, out, lora_rank: int):
+    """LoRA adapters are merged before saving, so transfer to the next phase stays encoder-only."""
+    if lora_rank > 0:
+        from . import launch
+        launch.merge_lora(net)
+    return models.save_encoder(net, tokenizer, out)
+
+
 def _write_summary(run_dir: Path, name: str, obj) -> None:
     results.atomic_write_text(run_dir / name, json.dumps(obj, indent=1, default=str))
 
 
 def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str,
                  seed: int = 1, data_dir: str = "", max_train_examples: int = -1, mlm_text: str = "",
-                 mlm_languages: list[str] | None = None, max_length: int = 0, log=print, **train_kw) -> dict:
+                 mlm_languages: list[str] | None = None, max_length: int = 0, lora_rank: int = 0,
+                 model_label: str = "", log=print, **train_kw) -> dict:
     """Phase 1: train `model` on the intermediate setup; save the encoder to `<checkpoint_dir>/encoder`; write
     the English dev score of each intermediate task as rows (their own difficulty measure)."""
     parts = parse_intermediate(intermediate)   # fails fast on a bad label
@@ -148,16 +171,17 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
                               max_length or None, dev_task))
     net, report = models.build(model, _heads(tds, tokenizer), seed=seed)
     log(str(report))
+    _lora(net, lora_rank)
     cfg = train_config(seed=seed, eval_examples=eval_examples, **{k: v for k, v in hp.items()
                                                                   if k in train.TrainConfig.__dataclass_fields__})
     res = train.train(net, tokenizer, tds, cfg, ckpt, log=log)
-    encoder_dir = models.save_encoder(net, tokenizer, ckpt / "encoder")
+    encoder_dir = _save_encoder(net, tokenizer, ckpt / "encoder", lora_rank)
     rows = []
     for td in tds:
         for metric, value in (res.dev.get(td.name) or {}).items():
             if metric == "primary":
                 continue
-            rows.append(results.make_row(run_id=run_id, plan=plan, phase="intermediate", model=model,
+            rows.append(results.make_row(run_id=run_id, plan=plan, phase="intermediate", model=model_label or model,
                                          intermediate=intermediate, target_task=td.name, language="en",
                                          split="validation", metric=metric, value=float(value),
                                          is_primary=metric == tasks.get(td.name).primary_metric, seed=seed,
@@ -176,7 +200,8 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
 def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str,
            init_from: str = "", intermediate: str = results.NO_INTERMEDIATE, languages: list[str] | None = None,
            benchmark: str = "xtreme", seed: int = 1, data_dir: str = "", max_train_examples: int = -1,
-           max_eval_examples: int = -1, eval_batch_size: int = 64, log=print, **train_kw) -> dict:
+           max_eval_examples: int = -1, eval_batch_size: int = 64, lora_rank: int = 0, model_label: str = "",
+           log=print, **train_kw) -> dict:
     """Phase 2 + 3: a fresh head on the encoder `init_from` (or the raw `model`), trained on the target's English
     training task, then zero-shot evaluation in every language. Predictions in XTREME's formats go to
     `<run_dir>/predictions/`."""
@@ -203,19 +228,21 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
         ptd = _task_data(pre, "en", tokenizer, data_dir, max_train_examples, eval_examples, seed, max_length)
         pnet, prep = models.build(encoder, _heads([ptd], tokenizer), seed=seed)
         log(f"[{pre} first] {prep}")
+        _lora(pnet, lora_rank)
         pcfg = train_config(seed=seed, eval_examples=eval_examples,
                             **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
         train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log)
-        encoder = str(models.save_encoder(pnet, tokenizer, ckpt / pre / "encoder"))
+        encoder = str(_save_encoder(pnet, tokenizer, ckpt / pre / "encoder", lora_rank))
     heads = {target_task: _heads([td], tokenizer)[td.name]}
     td.name, td.score_as = target_task, train_name   # head named for the target, selected on its train task's dev
     net, report = models.build(encoder, heads, seed=seed)
     log(str(report))
+    _lora(net, lora_rank)
     cfg = train_config(seed=seed, eval_examples=eval_examples,
                        **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
     res = train.train(net, tokenizer, [td], cfg, ckpt, log=log)
-    base = dict(run_id=run_id, plan=plan, phase="target", model=model, intermediate=intermediate, seed=seed,
-                init_from=init_from)
+    base = dict(run_id=run_id, plan=plan, phase="target", model=model_label or model, intermediate=intermediate,
+                seed=seed, init_from=init_from)
     rows = evaluation.zero_shot(net, target_task, target_task, tokenizer, langs, run=base, data_dir=data_dir or None,
                                 max_examples=max_eval_examples if max_eval_examples > 0 else None,
                                 batch_size=eval_batch_size, predictions_dir=run_dir / "predictions",
@@ -232,7 +259,8 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
 def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str = "",
               init_from: str = "", intermediate: str = results.NO_INTERMEDIATE, languages: list[str] | None = None,
               benchmark: str = "xtreme", layer: int = -1, data_dir: str = "", bucc_path: str = "",
-              max_examples: int = -1, batch_size: int = 64, seed: int = 1, log=print) -> dict:
+              max_examples: int = -1, batch_size: int = 64, seed: int = 1, model_label: str = "",
+              log=print) -> dict:
     """BUCC / Tatoeba straight from an encoder (no target training): embeddings of one layer, mean-pooled."""
     from . import retrieval as R
     if task not in tasks.RETRIEVAL_TASKS:
@@ -251,8 +279,8 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
     import torch
     enc.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     run_dir = Path(run_dir)
-    base = dict(run_id=run_id, plan=plan, phase="retrieval", model=model, intermediate=intermediate, seed=seed,
-                init_from=init_from)
+    base = dict(run_id=run_id, plan=plan, phase="retrieval", model=model_label or model, intermediate=intermediate,
+                seed=seed, init_from=init_from)
     rows = []
     cache = Path(checkpoint_dir) / "embeddings" if checkpoint_dir else None
     key = f"{encoder_name}|layer{layer}"

@@ -48,6 +48,7 @@ class TrainConfig:
     examples_cap: int = 0             # multi-task: cap n per task in the sampling weights (0 = none)
     mlm_probability: float = 0.15
     gradient_checkpointing: bool = False
+    optimizer: str = "adamw"          # adamw | adamw8bit (bitsandbytes, the memory planner's 'adam8bit' strategy)
 
 
 @dataclass
@@ -162,6 +163,11 @@ def _optimizer(model, cfg: TrainConfig, device):
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "norm" in n.lower() or n.endswith(".bias") else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw8bit":
+        import bitsandbytes as bnb   # optional dependency: pip install -e ".[adam8bit]"
+        return bnb.optim.AdamW8bit(groups, lr=cfg.lr, eps=1e-8)
+    if cfg.optimizer != "adamw":
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid optimizers: adamw, adamw8bit")
     kw = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(groups, lr=cfg.lr, eps=1e-8, **kw)
 
@@ -195,6 +201,7 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
     """Train `model` (a models.MultiTaskModel) on `tds`; resumes from `checkpoint_dir/last.pt` when present and
     returns immediately when `checkpoint_dir/train_done.json` says the run finished. Ends with the best weights."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     ckpt = Path(checkpoint_dir)
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -202,13 +209,18 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
         if not td.train:
             raise ValueError(f"task {td.name!r} has no training examples")
     precision = choose_precision(cfg.precision)
-    acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available())
+    # Multi-task under DDP: each step uses one task's head, so the others have no gradient that step.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=len(tds) > 1)
+    acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available(),
+                      kwargs_handlers=[ddp])
     device = acc.device
     world = acc.num_processes
     micro = cfg.per_device_batch or max(1, cfg.batch_size // world)
     accum = max(1, cfg.batch_size // (micro * world))
     if cfg.gradient_checkpointing:
-        model.encoder.gradient_checkpointing_enable()
+        enable = getattr(model.encoder, "activation_checkpointing_enable", None) or \
+            model.encoder.gradient_checkpointing_enable   # renamed in transformers 5.24
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     done_file = ckpt / "train_done.json"
     if done_file.exists():
         state = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False)
@@ -303,6 +315,7 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
         if stopped:
             break
     bar.close()
+    acc.wait_for_everyone()   # every rank reads the best.pt the main process finished writing
     if (ckpt / "best.pt").exists():
         raw_model.load_state_dict(torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False)["model"])
     elif math.isinf(best):  # no labelled dev set (e.g. pure MLM): the last weights are the result
