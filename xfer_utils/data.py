@@ -7,6 +7,7 @@ environment variable XFER_DATA_DIR; `xfer tiny` builds one). Script-only hub rep
 """
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -58,19 +59,26 @@ def load(task: str, split: str, language: str = "en", *, data_dir: str | os.Path
 def _load_raw(src: tasks.Source, config: str | None, hub_split: str, root: Path | None):
     import datasets
     datasets.disable_progress_bars()
-    # A mirror gets its own arrow cache inside it: the shared cache keys local folders by path, so a mirror rebuilt
-    # at the same path would otherwise be served stale (seen with datasets 5.2).
-    kw = {"cache_dir": str(root / ".hf_cache")} if root else {}
+    if root is not None:
+        # A mirror is read file by file with explicit data files, the way the hub's refs/convert/parquet branch is
+        # (parsing a big repo README per load costs ~0.3 s; the mirror's README still lets `load_dataset(dir, cfg)`
+        # work for users). Its own arrow cache lives inside it: the shared cache keys local folders by path, so a
+        # mirror rebuilt in place would otherwise be served stale (seen with datasets 5.2).
+        d = root / src.hub_id / config
+        pattern = str(d / hub_split / "*.parquet") if (d / hub_split).is_dir() else str(d / f"{hub_split}-*.parquet")
+        if not glob.glob(pattern):
+            raise FileNotFoundError(f"{src.hub_id} config {config!r} split {hub_split!r} is not in the mirror {root} "
+                                    f"(no {pattern}); build a mirror with `xfer tiny DIR` or point data_dir / "
+                                    f"XFER_DATA_DIR at a complete copy")
+        return _call(lambda: datasets.load_dataset("parquet", data_files={hub_split: pattern}, split=hub_split,
+                                                   cache_dir=str(root / ".hf_cache")), src, config, root)
     if src.revision == _PARQUET_REV:
         # No YAML configs on that branch: name the files of the one split explicitly (datasets.md G2).
-        base = str(root / src.hub_id) if root else f"hf://datasets/{src.hub_id}@{_PARQUET_REV.replace('/', '%2F')}"
-        files = f"{base}/{config}/{hub_split}/*.parquet"
-        return _call(lambda: datasets.load_dataset("parquet", data_files={hub_split: files}, split=hub_split, **kw),
+        files = f"hf://datasets/{src.hub_id}@{_PARQUET_REV.replace('/', '%2F')}/{config}/{hub_split}/*.parquet"
+        return _call(lambda: datasets.load_dataset("parquet", data_files={hub_split: files}, split=hub_split),
                      src, config, root)
-    path = str(root / src.hub_id) if root else src.hub_id
-    if not root and src.revision:
-        kw["revision"] = src.revision
-    return _call(lambda: datasets.load_dataset(path, config, split=hub_split, **kw), src, config, root)
+    kw = {"revision": src.revision} if src.revision else {}
+    return _call(lambda: datasets.load_dataset(src.hub_id, config, split=hub_split, **kw), src, config, root)
 
 
 def _call(fn, src, config, root):
