@@ -29,7 +29,13 @@ test-fast: $(STAMP)
 	$(TINY_ENV) $(BIN)/python -m pytest -q -m "not slow" xfer_utils tests
 
 smoke: $(STAMP)
-	$(TINY_ENV) $(BIN)/xfer run params/plans/smoke.yaml
+	$(TINY_ENV) $(BIN)/xfer run params/plans/smoke.yaml --parallel 2
+
+# The study on a tiny world built from real multilingual text (needs ../shared/data or SHARED_DATA=...).
+SHARED_DATA ?= ../shared/data
+smoke-real: $(STAMP)
+	test -f .cache/real/world.json || $(TINY_ENV) $(BIN)/xfer tiny .cache/real --text-from $(SHARED_DATA)
+	$(TINY_ENV) $(BIN)/xfer run params/plans/smoke_real.yaml --parallel 2
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

@@ -283,7 +283,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
                 seed=seed, init_from=init_from)
     rows = []
     cache = Path(checkpoint_dir) / "embeddings" if checkpoint_dir else None
-    key = f"{encoder_name}|layer{layer}"
+    key = None   # the cache key hashes the encoder's weights: a retrained checkpoint at the same path never collides
     for lg in langs:
         if task == "tatoeba":
             ds = data.load("tatoeba", "test", lg, data_dir=data_dir or None,
@@ -315,27 +315,30 @@ def _tatoeba_acc(pred) -> float:
 
 
 def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key, run_dir, max_examples):
-    """Threshold chosen on the dev ('sample') gold, applied to test (XTREME's protocol, protocol.md §9)."""
-    from . import metrics, scoring
-    out = {}
+    """XTREME's protocol (protocol.md §9): mine each split (distinct sentences; ambiguous duplicates dropped), choose
+    the F1-optimal threshold on the dev ('sample') gold, apply it to test. Without `bucc_path` the hub's gold-pairs-
+    only configs are used: a proxy, labelled as such in the log."""
+    from . import scoring
+    cands = {}
     for split in ("validation", "test"):
         if bucc_path:
-            src_ids, src_txt, tgt_ids, tgt_txt, gold = R.read_bucc_corpus(bucc_path, lg, split)
-        else:   # the hub configs: gold pairs only, a proxy for the real mining task
+            corpus = R.read_bucc(bucc_path, lg, R.XTREME_BUCC_SPLITS[split])
+        else:
             ds = data.load("bucc2018", split, lg, data_dir=data_dir or None,
                            max_examples=max_examples if max_examples > 0 else None)
-            src_ids, src_txt = list(ds["source_id"]), list(ds["source"])
-            tgt_ids, tgt_txt = list(ds["target_id"]), list(ds["target"])
-            gold = set(zip(src_ids, tgt_ids))
-        s = R.embed(enc, tokenizer, src_txt, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
-        t = R.embed(enc, tokenizer, tgt_txt, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
-        cands = [(src_ids[i], tgt_ids[j], sc) for i, j, sc in R.mine_bitext(s, t)]
-        out[split] = (cands, gold)
-    threshold = R.bucc_threshold(*out["validation"])
-    cands, gold = out["test"]
-    pred = [(a, b) for a, b, sc in cands if sc >= threshold]
-    scoring.write_predictions("bucc2018", lg, pred, run_dir / "predictions")
-    return metrics.bucc_scores(pred, gold), "test", len(gold)
+            corpus = R.BuccCorpus(lg, split, list(ds["source_id"]), list(ds["source"]), list(ds["target_id"]),
+                                  list(ds["target"]), set(zip(ds["source_id"], ds["target_id"])), proxy=True,
+                                  note="PROXY: hub gold pairs only, no distractor sentences")
+        s = R.embed(enc, tokenizer, corpus.src_sents, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+        t = R.embed(enc, tokenizer, corpus.tgt_sents, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+        cands[split] = (R.bucc_candidates(corpus, s, t), corpus)
+    (dev, dev_corpus), (test, test_corpus) = cands["validation"], cands["test"]
+    sc = R.bucc_evaluate(dev, dev_corpus.gold, test, test_corpus.gold)
+    threshold = sc.pop("threshold")
+    scoring.write_predictions("bucc2018", lg, sorted(R.bucc_extract(test, threshold)), run_dir / "predictions")
+    if test_corpus.proxy:
+        print(f"bucc2018 {lg}: {test_corpus.note}")
+    return sc, "test", len(test_corpus.gold)
 
 
 def history_frame(history: list[dict]):

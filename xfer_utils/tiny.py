@@ -512,6 +512,9 @@ def ensure(root: str | Path, seed: int = 0) -> dict[str, Path]:
 
 def cmd_tiny(args) -> int:
     import time
+    if args.text_from:   # the world built from real multilingual text (issue 9): xfer_utils/realtext.py
+        from . import realtext
+        return realtext.cli_build(args.dir, args.text_from, seed=args.seed, pretrain_steps=args.pretrain_steps)
     t0 = time.time()
     paths = build(args.dir, seed=args.seed)
     for k, v in paths.items():
@@ -524,4 +527,8 @@ def register(sub) -> None:
     p = sub.add_parser("tiny", help="build the offline tiny world (model + dataset mirror)")
     p.add_argument("dir", help="output folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text-from", metavar="PATH", help="build from real text in a folder laid out like "
+                   "../shared/data (xquad/, udpos/, tatoeba/, xcopa/, stsb_multi_mt/; see README)")
+    p.add_argument("--pretrain-steps", type=int, default=None, metavar="N",
+                   help="with --text-from: multilingual MLM steps for the tiny encoders (default: a couple of minutes)")
     p.set_defaults(func=cmd_tiny)
