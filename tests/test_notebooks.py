@@ -110,7 +110,7 @@ def test_plan_runs_skips_when_done_and_resumes_after_a_kill(world, tmp_path):
     assert "resuming an interrupted run" in log               # the killed target run is picked up again
     again = _xfer("run", str(MINI), "--outputs", str(outputs), env=env)
     log2, _ = again.communicate(timeout=300)
-    assert again.returncode == 0 and log2.count("skipped") == 6, log2      # the second run executes nothing
+    assert again.returncode == 0 and log2.count("  skipped (done") == 6, log2      # the second run executes nothing
 
     df = pd.read_csv(outputs / "mini" / "results.csv")
     key = ["run_id", "target_task", "language", "split", "metric"]

@@ -218,9 +218,11 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
     micro = cfg.per_device_batch or max(1, cfg.batch_size // world)
     accum = max(1, cfg.batch_size // (micro * world))
     if cfg.gradient_checkpointing:
-        enable = getattr(model.encoder, "activation_checkpointing_enable", None) or \
-            model.encoder.gradient_checkpointing_enable   # renamed in transformers 5.24
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kw = {"use_reentrant": False}
+        if hasattr(model.encoder, "activation_checkpointing_enable"):   # transformers >= 5.24 renamed it
+            model.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+        else:
+            model.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
     done_file = ckpt / "train_done.json"
     if done_file.exists():
         state = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False)
