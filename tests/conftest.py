@@ -17,6 +17,14 @@ def shared_data() -> Path | None:
     return p if p.is_dir() else None
 
 
+def need_data(*parts: str) -> Path:
+    """The real file under ../shared/data, or a clean skip when it is absent."""
+    root = shared_data()
+    if root is None or not root.joinpath(*parts).exists():
+        pytest.skip("real data (../shared/data or XFER_SHARED_DATA) not present")
+    return root.joinpath(*parts)
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """The tiny world (model + mirror), built once; notebooks resolve 'tiny' names to it via XFER_TINY_DIR."""

@@ -3,7 +3,7 @@ blocked torch agree), margin mining against a brute-force reference and on plant
 readers, and Tatoeba on the real LASER files when ../shared/data is present."""
 from __future__ import annotations
 
-import os
+import sys
 import zlib
 from pathlib import Path
 
@@ -14,10 +14,8 @@ import torch
 from xfer_utils import metrics, retrieval
 
 
-def shared_data() -> Path | None:
-    env = os.environ.get("XFER_SHARED_DATA")
-    p = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return p if p.is_dir() else None
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import shared_data  # noqa: E402  (one definition of where the real data lives)
 
 
 def unit(a: np.ndarray) -> np.ndarray:

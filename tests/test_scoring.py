@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,17 +16,8 @@ from xfer_utils import cli, metrics, scoring, tasks
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "scoring"
 
 
-def shared_data() -> Path | None:
-    env = os.environ.get("XFER_SHARED_DATA")
-    p = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return p if p.is_dir() else None
-
-
-def need_data(*parts: str) -> Path:
-    root = shared_data()
-    if root is None or not root.joinpath(*parts).exists():
-        pytest.skip("real data (../shared/data or XFER_SHARED_DATA) not present")
-    return root.joinpath(*parts)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import need_data, shared_data  # noqa: E402  (one definition of where the real data lives)
 
 
 def _test_metrics():
