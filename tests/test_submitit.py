@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,23 +13,10 @@ import yaml
 
 from xfer_utils import plans, results, runner
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_runner import FIX, TOY, TOY_FAIL, Lines, _no_ckpt_env  # noqa: E402,F401  (shared with test_runner)
+
 submitit = pytest.importorskip("submitit")
-FIX = Path(__file__).resolve().parent / "fixtures" / "runner"
-TOY, TOY_FAIL = FIX / "toy.yaml", FIX / "toy_fail.yaml"
-
-
-@pytest.fixture(autouse=True)
-def _no_ckpt_env(monkeypatch):
-    monkeypatch.delenv("XFER_CHECKPOINTS", raising=False)
-
-
-class Lines(list):
-    def __call__(self, *a, **k):
-        self.append(" ".join(map(str, a)))
-
-    def status_of(self, run_id: str) -> str:
-        line = next(s for s in reversed(self) if f"/{run_id}  " in s)
-        return line.split(f"/{run_id}  ")[1].split()[0]
 
 
 def _table(outputs: Path):
