@@ -30,7 +30,7 @@ def predict(model, head: str, task_type: str, feats: list[dict], pad_id: int, ba
     for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc=f"predict {head}", leave=False):
         idx = order[b:b + batch_size]
         batch = features.collate([{"input_ids": feats[i]["input_ids"], "length": feats[i]["length"]} for i in idx],
-                                 pad_id, pad_to=pad_to)
+                                 pad_id, pad_to=pad_to, multiple_of=features.pad_multiple(dev))
         with autocast:
             logits = model(head, {k: v.to(dev) for k, v in batch.items()})["logits"].float().cpu()
         for j, i in enumerate(idx):

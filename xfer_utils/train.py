@@ -257,6 +257,7 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
         torch.manual_seed(cfg.seed)
     rank = acc.process_index
     pad_id = tokenizer.pad_token_id
+    multiple = features.pad_multiple(device)
     t0 = time.time()
     model.train()
     bar = tqdm(range(start, total), initial=start, total=total, disable=not progress or not acc.is_main_process,
@@ -269,7 +270,8 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
         for k, mb in enumerate(mbs):
             mine = mb[rank::world] if world > 1 else mb
             feats = [td.train[i] for i in mine]
-            batch = features.collate(feats, pad_id, pad_to=td.max_length if cfg.pad_to_max_length else None)
+            batch = features.collate(feats, pad_id, pad_to=td.max_length if cfg.pad_to_max_length else None,
+                                     multiple_of=multiple)
             if td.is_mlm:
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + k)
                 batch["input_ids"], batch["labels"] = features.mask_tokens(batch["input_ids"], tokenizer, g,
