@@ -1,0 +1,232 @@
+"""Training throughput: the project's training path versus the reference implementation's way, in one process.
+
+    python benchmarks/train_throughput.py [--json benchmarks/results/train_throughput.json] [--steps 6] [--tiny]
+
+Both arms call ``xfer_utils.train.train`` on the same randomly initialised XLM-R-shaped encoder (4 layers, hidden
+256, 4 heads, FFN 1024 by default; deep copies of one init, identical head init), the same features, seed, batch
+size and number of optimizer steps. Only the three speed options differ:
+
+    baseline ("jiant way"): pad_to_max_length=True (every batch padded to the task's max length: 384 QA, 256
+                            otherwise), group_by_length=False, precision="fp32"
+    project (defaults):     pad_to_max_length=False (pad to the batch's longest, rounded up to a multiple of 8),
+                            group_by_length=True, precision="auto" (bf16/fp16 on a GPU; fp32 on a CPU, so on
+                            this machine both arms run fp32 and the difference is padding + grouping only)
+
+Data: four task shapes with real length distributions from ../shared/data (XQuAD question+context as span-QA
+windows, STS pairs, UD sentences as tagging, Tatoeba lines as single-sentence classification), tokenized by
+``xfer_utils.features`` with a tokenizer trained on that text (``_common.load_world``); synthetic fallback.
+
+Reported per task and overall: real (non-pad) tokens per second (TrainResult.tokens / seconds), computed tokens,
+padding efficiency (real / computed) of the timed steps and of one whole epoch's batch schedule
+(``train.schedule`` + ``features.collate``, no compute), and the speedup (project real tok/s / baseline real tok/s).
+Headline JSON keys: ``speedup`` (geometric mean over the four task shapes of project real tok/s over baseline)
+and ``padding_efficiency`` (mean over the task shapes, project, one whole epoch). TrainResult.seconds includes the final
+``last.pt`` write (written to a tmpfs folder here); evaluation is off (dev=None).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _common as C  # noqa: E402
+
+
+def epoch_efficiency(feats: list[dict], pad_id: int, batch: int, max_length: int, seed: int) -> dict:
+    """Padding efficiency over one whole epoch of the project's batch schedule, and of the alternatives."""
+    from xfer_utils import features, train
+    lengths = [f["length"] for f in feats]
+    out = {}
+    for name, group, pad_to, mult in (("project", True, None, 8), ("project_no_round8", True, None, 1),
+                                      ("dynamic_ungrouped", False, None, 8), ("baseline", False, max_length, 8)):
+        steps = train.schedule({"t": lengths}, batch, 1, 1.0, seed, group)
+        real = comp = 0
+        for _, mbs in steps:
+            b = features.collate([{"input_ids": feats[i]["input_ids"]} for i in mbs[0]], pad_id, pad_to=pad_to,
+                                 multiple_of=mult)
+            real += int(b["attention_mask"].sum())
+            comp += b["attention_mask"].numel()
+        out[name] = real / comp
+    # jiant's --smart_truncate: cached tensors cut to the longest example of the split (still static shapes)
+    out["baseline_smart_truncate"] = sum(lengths) / (len(lengths) * max(lengths))
+    out["mean_length"] = sum(lengths) / len(lengths)
+    out["max_length_seen"] = max(lengths)
+    return out
+
+
+def run_arm(encoder0, tokenizer, kind: str, feats: list[dict], mode: str, steps: int, batch: int, seed: int,
+            ckpt_root: str) -> dict:
+    import torch
+    from xfer_utils import models, train
+    task_type, n_labels, max_length = C.KINDS[kind]
+    torch.manual_seed(seed)
+    model = models.MultiTaskModel(copy.deepcopy(encoder0), {kind: (task_type, n_labels)})
+    opts = dict(pad_to_max_length=True, group_by_length=False, precision="fp32") if mode == "baseline" else {}
+    cfg = train.TrainConfig(lr=1e-5, epochs=1.0, batch_size=batch, max_steps=steps, eval_every=0,
+                            checkpoint_every=0, seed=seed, **opts)
+    td = train.TaskData(kind, task_type, train=feats, max_length=max_length, dev=None)
+    ckpt = tempfile.mkdtemp(prefix=f"{kind}-{mode}-", dir=ckpt_root)   # fresh: train() skips a finished dir
+    c0 = time.process_time()
+    r = train.train(model, tokenizer, [td], cfg, ckpt, progress=False, log=lambda *a: None)
+    cpu = time.process_time() - c0
+    return {"task": kind, "mode": mode, "precision": train.choose_precision(cfg.precision), "steps": r.steps,
+            "seconds": r.seconds, "cpu_seconds": cpu, "tokens": r.tokens, "computed_tokens": r.computed_tokens,
+            "tokens_per_cpu_s": r.tokens / cpu,
+            "tokens_per_s": r.tokens / r.seconds, "computed_per_s": r.computed_tokens / r.seconds,
+            "padding_efficiency": r.tokens / r.computed_tokens}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--steps", type=int, default=6, help="optimizer steps per task and arm (default 6)")
+    ap.add_argument("--batch", type=int, default=32, help="batch size (sequences per step; default 32)")
+    ap.add_argument("--examples", type=int, default=8000, help="training examples per task (default 8000)")
+    ap.add_argument("--repeats", type=int, default=1, help="repeat each (task, arm) pair, alternating order")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--tasks", default=",".join(C.KINDS), help="comma-separated subset of " + ",".join(C.KINDS))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default: all cores)")
+    ap.add_argument("--synthetic", action="store_true", help="ignore ../shared/data; use the synthetic lengths")
+    ap.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration (tests)")
+    a = ap.parse_args(argv)
+    import torch
+    kinds = [k for k in a.tasks.split(",") if k]
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    if a.tiny:
+        a.steps, a.batch, a.examples, a.layers, a.hidden = 2, 4, 64, 1, 32
+    t_start = time.time()
+    load0 = C.loadavg()
+    w = C.load_world(tiny=a.tiny, synthetic=a.synthetic, per_lang=12 if a.tiny else None, seed=a.seed, kinds=kinds)
+    tok = w["tokenizer"]
+    feats = {k: C.features_for(k, C.merge_langs(w["rows"][k], a.examples, a.seed), tok) for k in kinds}
+    heads = max(1, a.hidden // 64)
+    encoder0 = C.xlmr_encoder(tok, a.layers, a.hidden, heads, 4 * a.hidden, seed=a.seed)
+    from xfer_utils import models
+    n_non_emb = models.n_parameters(encoder0, non_embedding=True)
+    print(f"data: {w['source']}; model: XLM-R-shaped, {a.layers} layers, hidden {a.hidden}, {heads} heads, "
+          f"vocab {len(tok)}, {n_non_emb / 1e6:.2f} M non-embedding params; batch {a.batch}, {a.steps} steps per "
+          f"arm; torch threads {torch.get_num_threads()}; load average {load0}")
+    eff = {k: epoch_efficiency(feats[k], tok.pad_token_id, a.batch, C.KINDS[k][2], a.seed) for k in kinds}
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="xfer-bench-", dir=shm) as ck:
+        # warm-up (thread pools, allocator): one short untimed run per arm on the shortest task
+        wk = kinds[-1]
+        for mode in ("project", "baseline"):
+            run_arm(encoder0, tok, wk, feats[wk][: a.batch * 2], mode, 1, a.batch, a.seed, ck)
+        for rep in range(a.repeats):
+            for k in kinds:
+                order = ("baseline", "project") if rep % 2 == 0 else ("project", "baseline")
+                for mode in order:
+                    r = run_arm(encoder0, tok, k, feats[k], mode, a.steps, a.batch, a.seed, ck)
+                    r["repeat"] = rep
+                    runs.append(r)
+                    print(f"  {k:8s} {mode:8s} {r['seconds']:7.2f} s  {r['tokens_per_s']:9.0f} real tok/s  "
+                          f"eff {r['padding_efficiency']:.3f}", flush=True)
+    per_task = []
+    for k in kinds:
+        row = {"task": k, "type": C.KINDS[k][0], "max_length": C.KINDS[k][2], "examples": len(feats[k]),
+               "mean_length": eff[k]["mean_length"]}
+        for mode in ("baseline", "project"):
+            rs = [r for r in runs if r["task"] == k and r["mode"] == mode]
+            row[f"{mode}_tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in rs)
+            row[f"{mode}_tokens_per_cpu_s"] = statistics.median(r["tokens_per_cpu_s"] for r in rs)
+            row[f"{mode}_cpu_seconds"] = sum(r["cpu_seconds"] for r in rs)
+            row[f"{mode}_seconds"] = sum(r["seconds"] for r in rs)
+            row[f"{mode}_tokens"] = sum(r["tokens"] for r in rs)
+            row[f"{mode}_computed_tokens"] = sum(r["computed_tokens"] for r in rs)
+            row[f"{mode}_padding_efficiency_timed"] = row[f"{mode}_tokens"] / row[f"{mode}_computed_tokens"]
+            row[f"{mode}_computed_per_s"] = row[f"{mode}_computed_tokens"] / row[f"{mode}_seconds"]
+        row["speedup"] = row["project_tokens_per_s"] / row["baseline_tokens_per_s"]
+        row["speedup_cpu_time"] = row["project_tokens_per_cpu_s"] / row["baseline_tokens_per_cpu_s"]
+        row["padding_efficiency_epoch"] = eff[k]["project"]
+        row["padding_efficiency_epoch_no_round8"] = eff[k]["project_no_round8"]
+        row["padding_efficiency_epoch_ungrouped"] = eff[k]["dynamic_ungrouped"]
+        row["baseline_padding_efficiency_epoch"] = eff[k]["baseline"]
+        row["baseline_smart_truncate_efficiency"] = eff[k]["baseline_smart_truncate"]
+        per_task.append(row)
+
+    def tot(mode, key):
+        return sum(r[key] for r in runs if r["mode"] == mode)
+
+    def geomean(xs):
+        return math.exp(statistics.fmean(math.log(x) for x in xs))
+
+    # headline: every task shape weighs the same (geometric mean of per-task speedups, mean of efficiencies)
+    speedup = geomean([r["speedup"] for r in per_task])
+    pad_eff = statistics.fmean(eff[k]["project"] for k in kinds)
+    base_eff = statistics.fmean(eff[k]["baseline"] for k in kinds)
+    # pooled alternatives: sum of real tokens / sum of seconds (tasks weighted by their time), whole-epoch
+    # efficiency weighted by each task's real tokens (the long QA windows dominate)
+    real = {k: eff[k]["mean_length"] * len(feats[k]) for k in kinds}
+    pooled = (tot("project", "tokens") / tot("project", "seconds")) / \
+             (tot("baseline", "tokens") / tot("baseline", "seconds"))
+    # compute-normalised: how fast each arm pushes computed (padded) tokens; ~1 means the whole gain is padding
+    compute_rate_ratio = (tot("project", "computed_tokens") / tot("project", "seconds")) / \
+                         (tot("baseline", "computed_tokens") / tot("baseline", "seconds"))
+    load1 = C.loadavg()
+    result = {
+        "benchmark": "train_throughput",
+        "speedup": speedup,
+        "padding_efficiency": pad_eff,
+        "baseline_padding_efficiency": base_eff,
+        "speedup_definition": "geometric mean over the task shapes of (project real tok/s) / (baseline real tok/s), "
+                              "wall clock (TrainResult.seconds), median over repeats",
+        "padding_efficiency_definition": "mean over the task shapes of real / computed tokens over one whole epoch "
+                                         "of the project's batch schedule",
+        "speedup_cpu_time": geomean([r["speedup_cpu_time"] for r in per_task]),
+        "speedup_pooled": pooled,
+        "padding_efficiency_min": min(eff[k]["project"] for k in kinds),
+        "padding_efficiency_token_weighted": sum(real.values()) / sum(real[k] / eff[k]["project"] for k in kinds),
+        "padding_efficiency_no_round8": statistics.fmean(eff[k]["project_no_round8"] for k in kinds),
+        "padding_efficiency_timed": tot("project", "tokens") / tot("project", "computed_tokens"),
+        "computed_tokens_per_s_ratio": compute_rate_ratio,
+        "project_tokens_per_s": tot("project", "tokens") / tot("project", "seconds"),
+        "baseline_tokens_per_s": tot("baseline", "tokens") / tot("baseline", "seconds"),
+        "targets": {"speedup": 2.0, "padding_efficiency": 0.9},
+        "tasks": per_task,
+        "runs": runs,
+        "config": {"steps": a.steps, "batch": a.batch, "examples_per_task": a.examples, "repeats": a.repeats,
+                   "layers": a.layers, "hidden": a.hidden, "heads": heads, "intermediate": 4 * a.hidden,
+                   "vocab": len(tok), "non_embedding_params": n_non_emb, "seed": a.seed, "tiny": a.tiny,
+                   "baseline": "pad_to_max_length=True, group_by_length=False, precision=fp32",
+                   "project": "TrainConfig defaults: dynamic padding (multiple of 8), group_by_length, "
+                              "precision auto (= fp32 on CPU)",
+                   "attention": "sdpa (both arms)"},
+        "data": w["source"],
+        "machine": C.machine(),
+        "load_average_start": load0,
+        "load_average_end": load1,
+        "wall_seconds": time.time() - t_start,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": C.command_line("train_throughput", argv),
+    }
+    print()
+    print(C.table(per_task, [("task", "task", "s"), ("max_length", "pad to", "d"), ("mean_length", "mean len", ".1f"),
+                             ("baseline_tokens_per_s", "baseline real tok/s", ".0f"),
+                             ("project_tokens_per_s", "project real tok/s", ".0f"), ("speedup", "speedup", ".2f"),
+                             ("speedup_cpu_time", "by CPU time", ".2f"),
+                             ("baseline_padding_efficiency_epoch", "baseline eff", ".3f"),
+                             ("padding_efficiency_epoch", "project eff", ".3f"),
+                             ("padding_efficiency_epoch_no_round8", "eff no x8", ".3f")]))
+    print(f"\nspeedup {speedup:.2f}x (geometric mean over tasks, wall clock; target >= 2; by CPU time "
+          f"{result['speedup_cpu_time']:.2f}x; pooled {pooled:.2f}x); padding efficiency {pad_eff:.3f} (mean over "
+          f"tasks, target >= 0.9; min {result['padding_efficiency_min']:.3f}; baseline {base_eff:.3f}); "
+          f"computed-token rate ratio {compute_rate_ratio:.2f}; load average {load0} -> {load1}")
+    C.write_json(a.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The benchmarks (benchmarks/, issue 8) in their --tiny configurations, so they do not rot: each script runs in a
+subprocess on the synthetic length distributions (no ../shared/data needed) and writes JSON with the headline keys.
+These check keys and sanity, never timings. The subprocess runs take ~5 s of CPU each (more wall time on a busy
+machine: torch's import dominates), so they are marked slow: `make test` runs them, `make test-fast` does not."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def run(script: str, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / f"{Path(script).stem}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XFER_BENCH_CACHE": str(tmp_path / "cache"),
+           "TOKENIZERS_PARALLELISM": "false"}
+    p = subprocess.run([sys.executable, str(BENCH / script), "--tiny", "--json", str(out), *args], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_train_throughput_tiny(tmp_path):
+    r = run("train_throughput.py", tmp_path, "--synthetic")
+    assert 0 < r["padding_efficiency"] <= 1 and 0 < r["baseline_padding_efficiency"] <= 1
+    assert r["speedup"] > 0
+    assert {t["task"] for t in r["tasks"]} == {"qa", "pair", "tagging", "sentence"}
+    for t in r["tasks"]:
+        # the project's dynamic padding never computes more than the fixed-padding baseline
+        assert t["padding_efficiency_epoch"] >= t["baseline_padding_efficiency_epoch"]
+        assert 0 < t["baseline_padding_efficiency_timed"] <= 1 and t["project_tokens"] > 0
+    assert {x["precision"] for x in r["runs"] if x["mode"] == "baseline"} == {"fp32"}
+    assert r["machine"]["cpu_count"] >= 1 and "synthetic" in r["data"]
+
+
+@pytest.mark.slow
+def test_eval_throughput_tiny(tmp_path):
+    r = run("eval_throughput.py", tmp_path, "--synthetic")
+    assert r["speedup"] > 0 and 0 < r["padding_efficiency"] <= 1
+    assert r["padding_efficiency"] >= r["baseline_padding_efficiency"]
+    assert r["predictions_agree"] is True          # padding is masked: both arms predict the same
+
+
+@pytest.mark.slow
+def test_retrieval_tiny(tmp_path):
+    r = run("retrieval.py", tmp_path, "--synthetic")
+    assert r["speedup"] > 0 and r["speedup_at_n"] == max(r["config"]["sizes"])
+    methods = {m["method"] for m in r["mining"]}
+    assert {"project", "numpy"} <= methods
+    for m in r["mining"]:
+        assert m["agreement_with_project"] == pytest.approx(1.0)   # the same pairs, whatever the method
+        assert m["planted_recall_top"] > 0.9 and m["peak_extra_mib"] >= 0
+    assert r["embedding"]["max_abs_diff_vs_xtreme"] < 1e-4 and r["embedding"]["speedup_vs_xtreme"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_skips_without_cuda(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the skip path does not apply")
+    r = run("gpu.py", tmp_path)   # --tiny, but no --force-cpu: must skip cleanly
+    assert r["skipped"].startswith("skipped: no CUDA")
+
+
+@pytest.mark.slow
+def test_gpu_code_path_on_cpu(tmp_path):
+    r = run("gpu.py", tmp_path, "--force-cpu")
+    assert r["non_embedding_params"] > 0 and r["peak_bf16_tflops"] > 0
+    rows = [x for x in r["rows"] if "error" not in x]
+    assert {(x["kind"], x["mode"]) for x in rows} == {("full", "project"), ("full", "baseline"),
+                                                     ("realistic", "project"), ("realistic", "baseline")}
+    assert all(0 < x["padding_efficiency"] <= 1 for x in rows)
+
+
+def test_real_data_readers():
+    """The readers of ../shared/data (skipped where it is absent) produce the four task shapes."""
+    sys.path.insert(0, str(BENCH))
+    import _common as C
+    root = C.shared_data()
+    if root is None:
+        pytest.skip("no ../shared/data")
+    xq, st, ud, ta = (C.read_xquad(root, 2), C.read_stsb(root, 2), C.read_conllu(root, 2), C.read_tatoeba(root, 2))
+    assert xq and all(r["answers"]["text"] for rows in xq.values() for r in rows)
+    assert st and all(0.0 <= s <= 5.0 for rows in st.values() for _, _, s in rows)
+    assert ud and all(len(w) == len(t) for rows in ud.values() for w, t in rows)
+    assert ta and "eng" in ta
