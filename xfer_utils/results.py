@@ -125,8 +125,8 @@ def collect(root: str | os.PathLike, out_csv: str | os.PathLike | None = None):
         for r in read_rows(p):
             validate_row(r)
             rows.append(r)
-    keys = [row_key(r) for r in rows]
-    dup = {k for k in keys if keys.count(k) > 1}
+    from collections import Counter
+    dup = {k for k, n in Counter(row_key(r) for r in rows).items() if n > 1}
     if dup:
         raise ValueError(f"duplicate results rows under {root}: {sorted(dup)[:3]}")
     df = to_frame(rows)
