@@ -137,30 +137,16 @@ def bench_mining(sizes, dim, k, block_gib, use_faiss, seed) -> list[dict]:
 
 
 # ------------------------------------------------------------------ embedding
-def xtreme_embed(model, tok, texts, layer, batch_size=100, max_length=512):
-    """XTREME evaluate_retrieval: unsorted batches, dynamic padding per batch, all layers, mean-pool one layer."""
+def reference_embed(model, tok, texts, layer, batch_size, padding, max_length=512):
+    """The reference implementations' encoding: unsorted batches, the whole encoder, mean-pool one layer.
+    XTREME's evaluate_retrieval pads each batch to its longest (padding=True, batches of 100); jiant pads every
+    sentence to max_length (padding="max_length", static shapes, batches of 8)."""
     import torch
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     model.eval()
     with torch.no_grad():
         for s in range(0, len(texts), batch_size):
-            b = tok(texts[s:s + batch_size], truncation=True, max_length=max_length, padding=True,
-                    return_tensors="pt")
-            h = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                      output_hidden_states=True).hidden_states[layer]
-            m = b["attention_mask"].unsqueeze(-1).float()
-            out[s:s + batch_size] = ((h * m).sum(1) / m.sum(1)).numpy()
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-def jiant_embed(model, tok, texts, layer, batch_size=8, max_length=512):
-    """jiant: every sentence padded to max_length (static shapes), batches of 8, the whole encoder."""
-    import torch
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    model.eval()
-    with torch.no_grad():
-        for s in range(0, len(texts), batch_size):
-            b = tok(texts[s:s + batch_size], truncation=True, max_length=max_length, padding="max_length",
+            b = tok(texts[s:s + batch_size], truncation=True, max_length=max_length, padding=padding,
                     return_tensors="pt")
             h = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                       output_hidden_states=True).hidden_states[layer]
@@ -185,9 +171,9 @@ def bench_embedding(n: int, n_jiant: int, layers: int, hidden: int, layer: int, 
            "mean_tokens": float(np.mean([len(x) for x in tok(texts)["input_ids"]]))}
     e_p, out["project_seconds"], _ = timed(retrieval.embed, enc, tok, texts, layer, batch_size=32, max_length=512,
                                            progress=False)
-    e_x, out["xtreme_seconds"], _ = timed(xtreme_embed, enc, tok, texts, layer)
+    e_x, out["xtreme_seconds"], _ = timed(reference_embed, enc, tok, texts, layer, 100, True)
     sub = texts[:n_jiant]
-    e_j, out["jiant_seconds"], _ = timed(jiant_embed, enc, tok, sub, layer)
+    e_j, out["jiant_seconds"], _ = timed(reference_embed, enc, tok, sub, layer, 8, "max_length")
     out["jiant_n"] = len(sub)
     out["project_sent_per_s"] = len(texts) / out["project_seconds"]
     out["xtreme_sent_per_s"] = len(texts) / out["xtreme_seconds"]
