@@ -15,6 +15,7 @@ equivalent in distribution only.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_strategies_and_their_options():
         launch.resolve_strategy("auto", "xlmr-xxl", 1, gpu_gb=8, n_gpus=1)
 
 
-def test_strategies_the_training_code_cannot_take_yet_fail_before_compute(monkeypatch):
+def test_strategies_the_training_code_cannot_take_yet_fail_before_compute():
     fields = train.TrainConfig.__dataclass_fields__
     if "optimizer" not in fields:
         with pytest.raises(NotImplementedError, match="optimizer"):
@@ -97,9 +98,6 @@ def test_strategies_the_training_code_cannot_take_yet_fail_before_compute(monkey
     if "lora_rank" not in inspect.signature(runs.intermediate).parameters:
         with pytest.raises(NotImplementedError, match="lora_rank"):
             launch.run_phase("intermediate", strategy="lora", model="x")
-    monkeypatch.delattr(train, "SUPPORTS_FSDP", raising=False)
-    with pytest.raises(NotImplementedError, match="FSDP needs train.py"):
-        launch.run_distributed("intermediate", {"model": "m", "intermediate": "mnli"}, 2, "fsdp_full_shard")
 
 
 # ---- on the tiny model ----
@@ -229,3 +227,101 @@ def test_two_processes_end_with_the_one_process_encoder(world, tmp_path, monkeyp
     assert len(rows) == len({(r["target_task"], r["metric"]) for r in rows}) > 0
     assert json.loads((tmp_path / "ckpt2" / "launch" / "summary.json").read_text())["encoder"].endswith("encoder")
 
+
+
+FSDP_ON_CPU = NODROP + '''
+# accelerate launch with the FSDP config sets ACCELERATE_USE_FSDP and the FSDP_* variables on CPU too, but
+# AcceleratorState turns FSDP on only for accelerator devices (MULTI_GPU, ...) and falls back to MULTI_CPU. torch's
+# FSDP2 (fully_shard) runs on a CPU mesh over gloo, so this test phase sets the state to FSDP where accelerate
+# would: the rest - accelerate's FSDP2 prepare, train.py's state-dict gathering and broadcasts - is the GPU path.
+import os
+
+from accelerate.state import AcceleratorState, DistributedType, PartialState
+from accelerate.utils import FullyShardedDataParallelPlugin
+
+_init = AcceleratorState.__init__
+
+
+def _init_fsdp_on_cpu(self, *a, **kw):
+    _init(self, *a, **kw)
+    if self.distributed_type == DistributedType.MULTI_CPU and os.environ.get("ACCELERATE_USE_FSDP") == "true":
+        self.fsdp_plugin = kw.get("fsdp_plugin") or FullyShardedDataParallelPlugin()
+        self.distributed_type = DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+AcceleratorState.__init__ = _init_fsdp_on_cpu
+
+# a crash of the main process right after it wrote the checkpoint of step XFER_TEST_CRASH_AT
+from xfer_utils import train
+
+_save = train._atomic_save
+
+
+def _save_then_crash(obj, path):
+    _save(obj, path)
+    if path.name == "last.pt" and obj["step"] == int(os.environ.get("XFER_TEST_CRASH_AT", "0")):
+        os._exit(17)
+
+
+train._atomic_save = _save_then_crash
+'''
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_crash_resume_and_end_with_the_one_process_encoder(world, tmp_path, monkeypatch):
+    """FSDP2 full shard over 2 CPU processes: the run is killed after its step-4 checkpoint, resumed from the
+    gathered weights and optimizer moments, and ends with the one-process encoder (same tolerance as DDP)."""
+    from safetensors.torch import load_file
+    model = tmp_path / "tiny-nodrop"
+    shutil.copytree(world["tiny-xlmr-s"], model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "fsdp_phase.py").write_text(FSDP_ON_CPU)
+    task = "mnli"
+    kw2 = {**_phase_kwargs(world, tmp_path, str(model), 2, task), "checkpoint_every": 4}
+    lines, errors = [], []
+
+    def launched():
+        try:
+            env = {"PYTHONPATH": str(tmp_path), "XFER_TEST_CRASH_AT": "4"}
+            with pytest.raises(RuntimeError, match="exit code"):
+                launch.run_distributed("fsdp_phase:intermediate", kw2, 2, "fsdp_full_shard", log=lines.append,
+                                       env=env)
+            lines.append("---- relaunch")
+            launch.run_distributed("fsdp_phase:intermediate", kw2, 2, "fsdp_full_shard", log=lines.append,
+                                   env={"PYTHONPATH": str(tmp_path)})
+            shutil.copytree(tmp_path / "ckpt2" / "encoder", tmp_path / "encoder2")
+            lines.append("---- finished run, launched again")
+            launch.run_distributed("fsdp_phase:intermediate", kw2, 2, "fsdp_full_shard", log=lines.append,
+                                   env={"PYTHONPATH": str(tmp_path)})
+        except BaseException as e:    # noqa: BLE001 - re-raised below, in the test's thread
+            errors.append(e)
+    from transformers import AutoConfig, AutoTokenizer  # noqa: F401 - transformers' lazy imports race in threads
+    th = threading.Thread(target=launched)
+    th.start()
+    monkeypatch.setattr(models, "build", lambda enc, heads, seed=0, dropout=0.1:
+                        _orig_build(enc, heads, seed=seed, dropout=0.0))
+    from xfer_utils import runs
+    runs.intermediate(log=lambda *a: None, **_phase_kwargs(world, tmp_path, str(model), 1, task))
+    th.join()
+    if errors:
+        raise errors[0]
+    text = "\n".join(lines)
+    first, second, third = re.split("---- relaunch|---- finished run, launched again", text)
+    layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]
+    # one FSDP unit per transformer block (the class read from the encoder) + the root (embeddings, heads)
+    assert f"sharded over 2 processes in {layers + 1} units" in first and "XLMRobertaLayer" in first
+    assert "resuming from" in second and "at step 4/12" in second and "encoder saved to" in second
+    assert "training already finished" in third and "encoder saved to" in third    # best weights broadcast
+    enc1 = load_file(str(tmp_path / "ckpt1" / "encoder" / "model.safetensors"))
+    enc2 = load_file(str(tmp_path / "encoder2" / "model.safetensors"))
+    again = load_file(str(tmp_path / "ckpt2" / "encoder" / "model.safetensors"))
+    assert all(torch.equal(enc2[k], again[k]) for k in enc2)
+    assert set(enc1) == set(enc2)
+    assert all(not k.startswith(("_fsdp", "module.")) for k in enc2)
+    diff = max((enc1[k] - enc2[k]).abs().max().item() for k in enc1)
+    assert diff <= TOL, diff
+    last = torch.load(tmp_path / "ckpt2" / "last.pt", map_location="cpu", weights_only=False)
+    assert last["fsdp"] is True and last["step"] == 12

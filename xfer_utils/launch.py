@@ -17,7 +17,7 @@ one-process run. In the child (see :func:`_child_main`):
 * only the main process writes the run's outputs: other ranks get a scratch ``run_dir`` that is deleted at the end;
 * the encoder is saved once, by the main process, between two barriers (``models.save_encoder`` is wrapped), so the
   next phase - or XCOPA's SIQA->COPA chain inside one run - loads a complete folder as usual; under FSDP the full
-  state dict is gathered first (``Accelerator.get_state_dict``, a collective) and only the encoder's tensors are
+  state dict is gathered first (``train.model_state``, a collective) and only the encoder's tensors are
   written;
 * only the main process logs; multi-task models get ``find_unused_parameters=True`` (one head per step).
 
@@ -287,12 +287,10 @@ def run_distributed(phase: str, kwargs: dict, n_processes: int, config: str | No
             raise ValueError(f"run_distributed({phase!r}) needs {name!r} among the keyword arguments")
     fsdp_layer = None
     if config and is_fsdp_config(config):
-        from . import train
-        if not getattr(train, "SUPPORTS_FSDP", False):
-            raise NotImplementedError("FSDP needs train.py to gather and load full state dicts on every rank "
-                                      "(train.SUPPORTS_FSDP), which this version does not: use the ddp config, or "
-                                      "strategy 'lora' / 'adam8bit' on one GPU")
         fsdp_layer = layer_class(str(kwargs.get("init_from") or kwargs["model"]))
+        if not gpu_info()[1]:
+            log("note: accelerate shards with FSDP only on GPUs; on this machine the processes train full "
+                "replicas (gloo), with the same results")
     base = Path(kwargs["checkpoint_dir"]) / "launch" if kwargs.get("checkpoint_dir") else Path(tempfile.mkdtemp())
     base.mkdir(parents=True, exist_ok=True)
     kwargs_file, summary_file = base / "kwargs.json", base / "summary.json"
@@ -407,7 +405,7 @@ def _install_child_shims(state) -> None:
                 out = super().prepare(*args, **kw)
                 if net is not None:
                     _CHILD["accelerator"] = self
-                    _CHILD["model"] = out[0] if isinstance(out, tuple) else out
+                    _CHILD["model"] = out[0] if isinstance(out, (tuple, list)) else out   # FSDP2: a list
                 return out
 
         accelerate.Accelerator = Accelerator
@@ -420,7 +418,8 @@ def _install_child_shims(state) -> None:
         acc = _CHILD.get("accelerator")
         full = None
         if acc is not None and acc.distributed_type.name == "FSDP":
-            full = acc.get_state_dict(_CHILD["model"])            # collective: every rank takes part
+            from . import train
+            full = train.model_state(_CHILD["model"], fsdp=True)  # collective: every rank takes part
         state.wait_for_everyone()
         if state.is_main_process:
             if full is None:

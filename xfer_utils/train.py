@@ -8,6 +8,9 @@ Speed: dynamic padding + length grouping by default (`pad_to_max_length=True` re
 bf16 where the GPU supports it, fp16 + loss scaling on older GPUs, fp32 on CPU.
 Resumable: every `checkpoint_every` steps the full state (model, optimizer, schedule, RNG, early-stopping state)
 is written atomically; the batch schedule is a pure function of the seed, so a killed run resumes to the same result.
+FSDP (FSDP2 under `accelerate launch`, launch.py): the model is sharded in place, so every state dict is gathered in
+full by a collective on all ranks and written by the main process; checkpoints are read by the main process and
+broadcast into the shards. best.pt holds the same keys either way.
 """
 from __future__ import annotations
 
@@ -157,6 +160,45 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+# Gathering a full state dict (or loading one) is a collective under FSDP: every rank calls these, the main process
+# alone gets/provides the tensors (on CPU: an XXL encoder never sits twice on one GPU).
+def _full_options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, **kw)
+
+
+def model_state(model, fsdp: bool) -> dict:
+    """The full model state dict (unwrapped keys); under FSDP only the main process gets the tensors ({} elsewhere)."""
+    if not fsdp:
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+    return get_model_state_dict(model, options=_full_options())
+
+
+def load_model_state(model, state: dict | None, fsdp: bool) -> None:
+    """Load a full state dict; under FSDP the main process's copy is broadcast into every rank's shards."""
+    if not fsdp:
+        model.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+    set_model_state_dict(model, state or {}, options=_full_options(broadcast_from_rank0=True))
+
+
+def _optimizer_state(model, opt, fsdp: bool) -> dict:
+    if not fsdp:
+        return opt.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    return get_optimizer_state_dict(model, opt, options=_full_options())
+
+
+def _load_optimizer_state(model, opt, state: dict | None, fsdp: bool) -> None:
+    if not fsdp:
+        opt.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+    set_optimizer_state_dict(model, opt, state or {}, options=_full_options(broadcast_from_rank0=True))
+
+
 def _optimizer(model, cfg: TrainConfig, device):
     decay, no_decay = [], []
     for n, p in model.named_parameters():
@@ -223,10 +265,14 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
             model.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
         else:
             model.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+    fsdp = acc.distributed_type.name == "FSDP"
+    main = acc.is_main_process
     done_file = ckpt / "train_done.json"
     if done_file.exists():
-        state = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
+        state = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False) if main or not fsdp else {}
+        if fsdp:   # shard first (FSDP2 prepares a model only with its optimizer), then broadcast the weights
+            acc.prepare(model, _optimizer(model, cfg, device))
+        load_model_state(model, state.get("model"), fsdp)
         r = json.loads(done_file.read_text())
         log(f"training already finished (step {r['steps']}, best dev {r['best_score']:.2f} at step "
             f"{r['best_step']}); loaded the best weights from {ckpt}")
@@ -236,17 +282,28 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
                      cfg.seed, cfg.group_by_length, cfg.sampling_temperature, cfg.examples_cap, cfg.max_steps)
     total = len(steps)
     by_name = {td.name: td for td in tds}
-    model.to(device)
+    if not fsdp:               # FSDP places each shard itself: the whole of an XXL model never lands on one GPU
+        model.to(device)
     opt = _optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, int(cfg.warmup * total)))
     model, opt = acc.prepare(model, opt)
+    if fsdp:
+        from torch.distributed.fsdp import FSDPModule
+        units = sum(isinstance(m, FSDPModule) for m in acc.unwrap_model(model).modules())
+        log(f"FSDP: parameters, gradients and optimizer states sharded over {world} processes in {units} units")
     raw_model = acc.unwrap_model(model)
+    raw_opt = getattr(opt, "optimizer", opt)
     start, best, best_step, bad_evals, history = 0, -math.inf, 0, 0, []
     tokens = computed = 0
     if (ckpt / "last.pt").exists():
+        # every rank needs the step counters and RNG; under FSDP the tensors come from the main process
         st = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False)
-        raw_model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
+        if st.get("fsdp", False) != fsdp:
+            raise ValueError(f"{ckpt / 'last.pt'} was written {'with' if st.get('fsdp') else 'without'} FSDP and "
+                             f"this run is {'with' if fsdp else 'without'} it; resume with the same strategy or "
+                             f"delete the checkpoint folder to start over")
+        load_model_state(raw_model, st["model"] if main or not fsdp else {}, fsdp)
+        _load_optimizer_state(raw_model, raw_opt, st["optimizer"] if main or not fsdp else {}, fsdp)
         sched.load_state_dict(st["scheduler"])
         start, best, best_step, bad_evals, history = st["step"], st["best"], st["best_step"], st["bad_evals"], \
             st["history"]
@@ -302,32 +359,39 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
             history.append({"step": step + 1, "loss": step_loss, "dev": per, "score": score})
             if not math.isnan(score) and score > best:
                 best, best_step, bad_evals = score, step + 1, 0
-                if acc.is_main_process:
-                    _atomic_save({"model": raw_model.state_dict(), "step": step + 1}, ckpt / "best.pt")
+                weights = model_state(raw_model, fsdp)       # a collective under FSDP
+                if main:
+                    _atomic_save({"model": weights, "step": step + 1}, ckpt / "best.pt")
+                del weights
             else:
                 bad_evals += 1
             log(f"step {step + 1}/{total}: dev {score:.2f} (best {best:.2f} at step {best_step})")
             if cfg.patience > 0 and bad_evals >= cfg.patience:
                 log(f"early stopping: {bad_evals} evaluations without improvement")
                 stopped = True
-        if acc.is_main_process and ((cfg.checkpoint_every > 0 and (step + 1) % cfg.checkpoint_every == 0)
-                                    or is_last or stopped):
-            _atomic_save({"model": raw_model.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict(), "step": step + 1, "best": best, "best_step": best_step,
-                          "bad_evals": bad_evals, "history": history, "rng": _rng_state(), "tokens": tokens,
-                          "computed": computed, "config": asdict(cfg)}, ckpt / "last.pt")
+        if (cfg.checkpoint_every > 0 and (step + 1) % cfg.checkpoint_every == 0) or is_last or stopped:
+            weights, moments = model_state(raw_model, fsdp), _optimizer_state(raw_model, raw_opt, fsdp)
+            if main:
+                _atomic_save({"model": weights, "optimizer": moments, "fsdp": fsdp,
+                              "scheduler": sched.state_dict(), "step": step + 1, "best": best, "best_step": best_step,
+                              "bad_evals": bad_evals, "history": history, "rng": _rng_state(), "tokens": tokens,
+                              "computed": computed, "config": asdict(cfg)}, ckpt / "last.pt")
+            del weights, moments
         if stopped:
             break
     bar.close()
     acc.wait_for_everyone()   # every rank reads the best.pt the main process finished writing
     if (ckpt / "best.pt").exists():
-        raw_model.load_state_dict(torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False)["model"])
+        best_state = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False)["model"] \
+            if main or not fsdp else {}
+        load_model_state(raw_model, best_state, fsdp)
+        del best_state
     elif math.isinf(best):  # no labelled dev set (e.g. pure MLM): the last weights are the result
         best, best_step = float("nan"), len(history) and history[-1]["step"]
     result = TrainResult(steps=step + 1 if total else 0, best_step=best_step, best_score=best,
                          dev=next((h["dev"] for h in history if h["step"] == best_step), {}), history=history,
                          seconds=time.time() - t0, tokens=tokens, computed_tokens=computed)
-    if acc.is_main_process:
+    if main:
         from .results import atomic_write_text
         atomic_write_text(done_file, json.dumps(asdict(result), default=float))
     return result
