@@ -1,4 +1,5 @@
 """Tokenization per task type, checked on hand-made cases with the tiny XLM-R tokenizer."""
+import numpy as np
 import torch
 from datasets import Dataset
 
@@ -18,12 +19,34 @@ def test_tagging_labels_first_subword_only(tokenizer):
     assert sum(1 for w in set(word_ids) if w >= 0) == 4
 
 
-def test_tagging_truncation_keeps_alignment(tokenizer):
-    ds = Dataset.from_dict({"tokens": [["alpha"] * 50], "tags": [list(range(50))]})
-    f = features.tagging(ds, tokenizer, max_length=12)[0]
-    assert len(f["input_ids"]) == 12 and f["n_words"] == 50
-    kept = [lab for lab in f["labels"] if lab != features.IGNORE]
-    assert kept == list(range(len(kept))) and 0 < len(kept) < 50
+def test_long_sentences_are_split_between_words_not_truncated(tokenizer):
+    """XTREME's preprocessing (utils_preprocess.py) splits UD-POS / PAN-X sentences longer than max_len sub-words
+    into pieces at word boundaries; every word keeps its label, and word_tags puts the pieces back together."""
+    from xfer_utils import postprocess
+    words = [f"w{k}" for k in range(50)] + ["zzzzqqqqxxxx"]
+    ds = Dataset.from_dict({"tokens": [["a", "b"], words], "tags": [[0, 1], [k % 7 for k in range(51)]]})
+    feats = features.tagging(ds, tokenizer, max_length=20)
+    assert [f["example_index"] for f in feats][:2] == [0, 1] and len(feats) > 5
+    assert all(f["length"] <= 20 for f in feats) and all(f["n_words"] == 51 for f in feats[1:])
+    per_word = [len(tokenizer.tokenize(w)) for w in words]
+    assert max(per_word) <= 18                                     # so no single word needs truncation here
+    pieces = [sorted({w for w in f["word_ids"] if w >= 0}) for f in feats[1:]]
+    assert [w for p in pieces for w in p] == list(range(51))       # every word once, in order, pieces contiguous
+    for f, p in zip(feats[1:-1], feats[2:]):                       # greedy: the next word would not have fitted
+        nxt = min(w for w in p["word_ids"] if w >= 0)
+        assert len(f["input_ids"]) - 2 + per_word[nxt] > 18
+    labels = [lab for f in feats[1:] for lab in f["labels"] if lab != features.IGNORE]
+    assert labels == [k % 7 for k in range(51)]
+    names = [f"T{k}" for k in range(7)]                             # predict the gold ids: the sentence comes back
+    preds = [np.array([max(lab, 0) for lab in f["labels"]]) for f in feats]
+    assert postprocess.word_tags(feats, preds, names) == [["T0", "T1"], [f"T{k % 7}" for k in range(51)]]
+
+
+def test_a_word_longer_than_max_length_is_truncated_alone(tokenizer):
+    ds = Dataset.from_dict({"tokens": [["a", "q" * 40, "b"]], "tags": [[1, 2, 3]]})
+    feats = features.tagging(ds, tokenizer, max_length=6)
+    assert [sorted({w for w in f["word_ids"] if w >= 0}) for f in feats] == [[0], [1], [2]]
+    assert len(feats[1]["input_ids"]) == 6 and [lab for f in feats for lab in f["labels"] if lab >= 0] == [1, 2, 3]
 
 
 def test_span_qa_windows_contain_the_answer(tokenizer):

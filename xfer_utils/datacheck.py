@@ -11,7 +11,8 @@ truncation/stride* when the tokens are right but no window holds the whole answe
 
 For tagging tasks (udpos, panx, ccg): the share of words that receive exactly one labelled sub-word in the
 features `features.tagging` builds; a word without one is lost by tokenization when it yields no token at all,
-by truncation when it falls beyond `max_length`.
+by truncation only when it is itself longer than `max_length` sub-words (longer sentences are split between
+words, as in XTREME, not truncated).
 
 JSON shape (``--json``)::
 
@@ -141,10 +142,10 @@ def tagging_alignment(ds, tokenizer, max_length: int = 256, show: int = MAX_EXAM
     unk = tokenizer.unk_token_id
     out = {"total": 0, "kept": 0, "lost_tokenization": 0, "lost_truncation": 0, "multi_labelled": 0, "unk": 0,
            "subwords": 0, "examples": []}
+    per_example: dict[int, tuple[list[int], list[int]]] = {}     # the pieces of a split sentence add up
     for f in feats:
         toks = all_tokens[f["example_index"]]
-        labelled = [0] * len(toks)
-        n_sub = [0] * len(toks)
+        labelled, n_sub = per_example.setdefault(f["example_index"], ([0] * len(toks), [0] * len(toks)))
         for k, (w, lab) in enumerate(zip(f["word_ids"], f["labels"])):
             if w < 0:
                 continue
@@ -153,20 +154,21 @@ def tagging_alignment(ds, tokenizer, max_length: int = 256, show: int = MAX_EXAM
                 labelled[w] += 1
                 if f["input_ids"][k] == unk:
                     out["unk"] += 1
+    for i, (labelled, n_sub) in per_example.items():
+        toks = all_tokens[i]
         out["total"] += len(toks)
         out["subwords"] += sum(n_sub)
         missing = [w for w, c in enumerate(labelled) if c == 0]
         out["kept"] += sum(1 for c in labelled if c == 1)
         out["multi_labelled"] += sum(1 for c in labelled if c > 1)
         if missing:
-            full = tokenizer(list(toks), is_split_into_words=True, truncation=False).word_ids()
+            full = tokenizer(list(toks), is_split_into_words=True, truncation=False, verbose=False).word_ids()
             present = {w for w in full if w is not None}
             for w in missing:
                 reason = "truncation" if w in present else "tokenization"
                 out[f"lost_{reason}"] += 1
                 if len(out["examples"]) < show:
-                    out["examples"].append({"index": f["example_index"], "word": toks[w], "position": w,
-                                            "lost": reason})
+                    out["examples"].append({"index": i, "word": toks[w], "position": w, "lost": reason})
     out["subwords_per_word"] = round(out.pop("subwords") / max(1, out["total"]), 3)
     return _rate(out)
 

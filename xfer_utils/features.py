@@ -38,21 +38,55 @@ def multiple_choice(ds, tokenizer, max_length: int):
     return feats
 
 
+def word_pieces(subwords_per_word: list[int], budget: int) -> list[tuple[int, int]]:
+    """Split a sentence between words into [start, end) pieces of at most `budget` sub-words each, greedily, as
+    XTREME's preprocessing does for UD-POS and PAN-X (utils_preprocess.py: a new line when the next word would
+    pass max_len). A single word longer than the budget is a piece of its own (truncated when encoded).
+
+    >>> word_pieces([2, 3, 1, 4, 1], 5)
+    [(0, 2), (2, 4), (4, 5)]
+    >>> word_pieces([7, 1], 5), word_pieces([], 5)
+    ([(0, 1), (1, 2)], [(0, 0)])
+    """
+    pieces, start, used = [], 0, 0
+    for w, n in enumerate(subwords_per_word):
+        if used + n > budget and w > start:
+            pieces.append((start, w))
+            start, used = w, 0
+        used += n
+    pieces.append((start, len(subwords_per_word)))
+    return pieces
+
+
 def tagging(ds, tokenizer, max_length: int):
+    """One feature per sentence, or - for a sentence longer than `max_length` sub-words - one per piece of it
+    (`word_pieces`; nothing is truncated away, as in XTREME). Labels sit on each word's first sub-word; `word_ids`
+    index the whole sentence, so `postprocess.word_tags` puts the pieces back together."""
+    budget = max_length - tokenizer.num_special_tokens_to_add()
     feats = []
     for i, (tokens, tags) in enumerate(zip(list(ds["tokens"]), list(ds["tags"]))):
-        enc = tokenizer(list(tokens), is_split_into_words=True, truncation=True, max_length=max_length)
-        word_ids = enc.word_ids()
-        labels, seen = [], set()
-        for w in word_ids:
-            if w is None or w in seen:
-                labels.append(IGNORE)
-            else:
-                seen.add(w)
-                labels.append(int(tags[w]))
-        feats.append({"input_ids": enc["input_ids"], "labels": labels, "length": len(enc["input_ids"]),
-                      "word_ids": [-1 if w is None else w for w in word_ids], "example_index": i,
-                      "n_words": len(tokens)})
+        tokens = list(tokens)
+        enc = tokenizer(tokens, is_split_into_words=True, truncation=False, verbose=False)
+        pieces = [(0, len(tokens), enc)]
+        if len(enc["input_ids"]) > max_length:
+            per_word = [0] * len(tokens)
+            for w in enc.word_ids():
+                if w is not None:
+                    per_word[w] += 1
+            pieces = [(a, b, tokenizer(tokens[a:b], is_split_into_words=True, truncation=True,
+                                       max_length=max_length)) for a, b in word_pieces(per_word, budget)]
+        for a, _, e in pieces:
+            word_ids = [None if w is None else a + w for w in e.word_ids()]
+            labels, seen = [], set()
+            for w in word_ids:
+                if w is None or w in seen:
+                    labels.append(IGNORE)
+                else:
+                    seen.add(w)
+                    labels.append(int(tags[w]))
+            feats.append({"input_ids": e["input_ids"], "labels": labels, "length": len(e["input_ids"]),
+                          "word_ids": [-1 if w is None else w for w in word_ids], "example_index": i,
+                          "n_words": len(tokens)})
     return feats
 
 

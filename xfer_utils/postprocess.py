@@ -58,18 +58,18 @@ def decode_qa(ds, feats, start_logits, end_logits, **kw) -> dict[str, str]:
 
 
 def word_tags(feats, token_preds, label_names, fallback: str | None = None) -> list[list[str]]:
-    """Word-level tags from first-sub-word predictions. A word with no sub-word in the window (truncated, or a
-    token the tokenizer drops) gets `fallback` ('O' for NER, else the last label, 'X' for UD), so the prediction
-    file keeps one line per gold word, as the scorer needs."""
+    """Word-level tags per example from first-sub-word predictions; the pieces of a split sentence (features with
+    the same `example_index`) are put back together. A word with no sub-word in any feature (a single word
+    longer than max_length, or a token the tokenizer drops) gets `fallback` ('O' for NER, else the last label,
+    'X' for UD), so the prediction file keeps one line per gold word, as the scorer needs."""
     if fallback is None:
         fallback = "O" if "O" in label_names else label_names[-1]
-    out = []
-    for f, preds in zip(feats, token_preds):
-        words = [fallback] * f["n_words"]
+    out: dict[int, list[str]] = {}
+    for k, (f, preds) in enumerate(zip(feats, token_preds)):
+        words = out.setdefault(f.get("example_index", k), [fallback] * f["n_words"])
         seen = set()
-        for k, w in enumerate(f["word_ids"]):
-            if w >= 0 and w not in seen and k < len(preds):
+        for j, w in enumerate(f["word_ids"]):
+            if w >= 0 and w not in seen and j < len(preds):
                 seen.add(w)
-                words[w] = label_names[int(preds[k])]
-        out.append(words)
-    return out
+                words[w] = label_names[int(preds[j])]
+    return [out[i] for i in sorted(out)]
