@@ -10,7 +10,7 @@ work with than in a full evaluation (a conservative figure). Not timed: the padd
 every example of every language, in batches of 64 (the notebooks' eval_batch_size).
 
     project:  xfer_utils.evaluation.predict(model, head, type, feats, pad_id, batch_size) - batches over
-              length-sorted features, padded to the batch's longest (multiple of 8), outputs put back in order
+              length-sorted features, padded to the batch's longest (a multiple of 8 on a GPU), outputs put back in order
     baseline: the reference way - batches in file order, every batch padded to the task's max length with
               features.collate(..., pad_to=max_length), the same model(head, batch) forward and per-feature output
 
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration (tests)")
     a = ap.parse_args(argv)
     import torch
-    from xfer_utils import evaluation, models
+    from xfer_utils import evaluation, features, models
     if a.tiny:
         a.per_lang, a.batch, a.full_batch, a.layers, a.hidden = 4, 4, 8, 1, 32
     kinds = [k for k in a.tasks.split(",") if k]
@@ -106,12 +106,14 @@ def main(argv=None) -> int:
         all_by_lang = {lg: C.features_for(k, cols, tok, train=False) for lg, cols in w["rows"][k].items()}
         # the timed subset: the first --per-lang examples' features of every language
         feats_by_lang = {lg: first_examples(fs, a.per_lang) for lg, fs in all_by_lang.items()}
+        # computed tokens counted as evaluation.predict pads on this device (x8 on a GPU only)
+        mult = features.pad_multiple(next(model.parameters()).device)
         # whole-data padding efficiency (no compute): every example of every language, batches of --full-batch
         full_real = full_proj = full_base = 0
         for fs in all_by_lang.values():
             srt = sorted(f["length"] for f in fs)
             full_real += sum(srt)
-            full_proj += sum(len(srt[i:i + a.full_batch]) * -(-max(srt[i:i + a.full_batch]) // 8) * 8
+            full_proj += sum(len(srt[i:i + a.full_batch]) * -(-max(srt[i:i + a.full_batch]) // mult) * mult
                              for i in range(0, len(srt), a.full_batch))
             full_base += len(srt) * max_length
         # warm-up on the first language
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
             srt = sorted(lens)
             row["features"] += len(feats)
             row["real_tokens"] += sum(lens)
-            row["project_computed"] += sum(len(srt[i:i + a.batch]) * -(-max(srt[i:i + a.batch]) // 8) * 8
+            row["project_computed"] += sum(len(srt[i:i + a.batch]) * -(-max(srt[i:i + a.batch]) // mult) * mult
                                            for i in range(0, len(srt), a.batch))
             row["baseline_computed"] += len(lens) * max_length
         row["full_data_features"] = sum(len(fs) for fs in all_by_lang.values())

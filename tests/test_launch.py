@@ -279,7 +279,7 @@ def test_fsdp_two_processes_crash_resume_and_end_with_the_one_process_encoder(wo
     cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (model / "config.json").write_text(json.dumps(cfg))
     (tmp_path / "fsdp_phase.py").write_text(FSDP_ON_CPU)
-    task = "mnli"
+    task = "mnli+sst2"        # two heads: FSDP with a head unused in every step
     kw2 = {**_phase_kwargs(world, tmp_path, str(model), 2, task), "checkpoint_every": 4}
     lines, errors = [], []
 

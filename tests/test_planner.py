@@ -10,7 +10,7 @@ import nbformat
 import pytest
 import yaml
 
-from xfer_utils import cli, ladder, plans
+from xfer_utils import cli, ladder, plan_resources, plans
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "runner"
 
@@ -173,7 +173,7 @@ def test_per_model_overrides_and_a_site_file(tmp_path):
     assert (xxl.resources["gpus"], xxl.resources["time"], xxl.passed["strategy"], xxl.passed["n_processes"]) == \
         (4, "3-00:00:00", "fsdp", 4)
     # the example site file on top of a plan without resources
-    site = plans.load_site(plans.find_root(FIX) / "params" / "cluster" / "slurm_example.yaml")
+    site = plan_resources.load_site(plans.find_root(FIX) / "params" / "cluster" / "slurm_example.yaml")
     plan = plans.validate(plans.expand(_plan(tmp_path, {}, grid), tmp_path / "o", site=site))
     large, xxl = plan.runs
     assert large.resources == {"gpus": 1, "gpu_mem": 80, "mem": "64G", "cpus": 8, "time": "24:00:00",
@@ -182,4 +182,4 @@ def test_per_model_overrides_and_a_site_file(tmp_path):
     bad = tmp_path / "site.yaml"
     bad.write_text("gpus: 1\nphases: {results: {gpu: 0}}\n")
     with pytest.raises(ValueError, match="unknown resources key 'gpu'"):
-        plans.load_site(bad)
+        plan_resources.load_site(bad)

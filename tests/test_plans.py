@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from xfer_utils import plans, runner
+from xfer_utils import nbparams, plans, runner
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "runner"
 TOY = FIX / "toy.yaml"
@@ -168,4 +168,4 @@ def test_select_pulls_in_dependencies(tmp_path):
     (object(), "None", True), ("x", "SomeCustomType", True),
 ])
 def test_type_ok(value, ann, ok):
-    assert plans.type_ok(value, ann) is ok
+    assert nbparams.type_ok(value, ann) is ok

@@ -30,18 +30,8 @@ A plan is a YAML file (``params/plans/*.yaml``)::
 
 A phase without ``grid`` is a single run whose id is the phase name.
 
-**Resources** (optional ``resources:`` blocks, top level and per phase; the phase's keys win) describe one run's
-job: ``gpus`` (GPUs per run), ``gpu_mem`` (GB per GPU, for the memory planner), ``mem`` (host memory: ``64G``,
-``500M`` or a number of GB), ``time`` (Slurm's formats: minutes, ``H:MM:SS``, ``D-HH:MM:SS``), ``partition``,
-``cpus`` (per run), ``slurm`` (any further sbatch options, e.g. ``{account: nlp, qos: high}``), and ``models``
-(per-model overrides: ``{xlmr-xxl: {gpus: 4}}``; a key matches a run's ``model`` exactly or as the same ladder
-model, so ``xlmr-xxl`` matches ``facebook/xlm-roberta-xxl``). A site file (``xfer run --resources FILE``: the same
-keys plus ``phases: {<phase>: {...}}``) comes on top of the plan's blocks, so one plan runs on several clusters.
-The submitit launcher turns them into job requests; the local launcher ignores them. With ``gpu_mem``, each run
-whose ``model`` is on the ladder gets ``strategy`` = the planner's choice for ``gpus`` x ``gpu_mem``
-(``ladder.plan_strategy``), and with ``gpus`` > 1 ``n_processes`` = ``gpus``, unless the plan sets them; like
-every param they reach only notebooks that declare them, and land in the run's params.yaml. A model that fits no
-strategy is an error.
+**Resources** (optional ``resources:`` blocks, top level and per phase; a site file on top): see
+:mod:`xfer_utils.plan_resources`.
 
 **Run ids** are readable and filesystem-safe and unique over the whole plan (checkpoints live in
 ``<checkpoint_root>/<plan>/<run_id>``). Default: the run's grid values joined by ``__``: strings as they are
@@ -69,14 +59,9 @@ drops a line holding a second ``=`` (``x: int = 0  # 0 = all`` vanishes) and ann
 >>> default_run_id({"model": "FacebookAI/xlm-roberta-large", "intermediate": "mnli", "target_task": "xnli",
 ...                 "seed": 1, "lr": 2e-05})
 'xlm-roberta-large__mnli__xnli__s1__lr2e-05'
->>> type_ok(1, "float"), type_ok(True, "int"), type_ok(None, "Optional[str]"), type_ok("a", "int | None")
-(True, False, True, False)
->>> time_minutes("2-00:00:00"), time_minutes("12:00:00"), time_minutes("90"), time_minutes("30:00"), mem_gb("500M")
-(2880, 720, 90, 30, 0.5)
 """
 from __future__ import annotations
 
-import ast
 import fnmatch
 import itertools
 import os
@@ -86,12 +71,12 @@ from pathlib import Path
 
 import yaml
 
+from .nbparams import interface, type_ok
+from .plan_resources import check_resources, plan_params, run_resources
+
 PLAN_KEYS = {"name", "description", "include", "defaults", "phases", "resources"}
 PHASE_KEYS = {"notebook", "description", "params", "grid", "run_id", "needs", "after", "resources"}
 RUNNER_KEYS = ("run_id", "plan", "run_dir", "checkpoint_dir", "init_from", "results_csv", "figures_dir")
-RESOURCE_KEYS = {"gpus": (int,), "gpu_mem": (int, float), "mem": (str, int, float), "time": (str, int),
-                 "partition": (str,), "cpus": (int,), "slurm": (dict,), "models": (dict,)}
-PLANNED_KEYS = ("strategy", "n_processes")   # set from resources when the plan does not set them
 NONE = "none"              # a shared-key value that means "no upstream run" (the baseline)
 _SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 _ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
@@ -164,123 +149,6 @@ def _render(key: str, value, prefix: bool) -> str:
 def default_run_id(values: dict) -> str:
     """The default run id: the grid values, rendered readable and filesystem-safe, joined by '__'."""
     return "__".join(_render(k, v, True) for k, v in values.items())
-
-
-def time_minutes(value) -> int:
-    """A Slurm time limit (minutes, MM:SS, H:MM:SS, D-H, D-H:MM, D-H:MM:SS) in whole minutes (rounded up)."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(f"resources time must be minutes or a Slurm time string like '12:00:00', got {value!r}")
-    if isinstance(value, int):
-        return value
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value.strip())
-    if not m:
-        raise ValueError(f"resources time {value!r} is not a Slurm time (minutes, MM:SS, H:MM:SS, D-HH:MM:SS)")
-    d, a, b, c = (int(x) if x else None for x in m.groups())
-    if d is not None:                       # D-H, D-H:MM, D-H:MM:SS
-        secs = d * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
-    elif c is not None:                     # H:MM:SS
-        secs = a * 3600 + b * 60 + c
-    elif b is not None:                     # MM:SS
-        secs = a * 60 + b
-    else:                                   # minutes
-        secs = a * 60
-    return -(-secs // 60)
-
-
-def mem_gb(value) -> float:
-    """Host memory as GB: a number (GB) or a Slurm size ('64G', '64GB', '500M', '1T')."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)B?\s*", str(value), re.I)
-    if not m:
-        raise ValueError(f"resources mem {value!r} is not a size like 64G, 500M or a number of GB")
-    return float(m.group(1)) * {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3, "": 1.0}[m.group(2).upper()]
-
-
-def check_resources(res, where: str, extra: tuple = ()) -> dict:
-    """A `resources:` block, keys and types checked (`models:` overrides recursively)."""
-    if res is None:
-        return {}
-    if not isinstance(res, dict):
-        raise ValueError(f"{where}: resources must be a mapping with keys {', '.join(RESOURCE_KEYS)}")
-    for k, v in res.items():
-        if k in extra:
-            continue
-        if k not in RESOURCE_KEYS:
-            raise ValueError(f"{where}: unknown resources key {k!r}; valid keys: "
-                             f"{', '.join([*RESOURCE_KEYS, *extra])}")
-        if isinstance(v, bool) or not isinstance(v, RESOURCE_KEYS[k]):
-            raise ValueError(f"{where}: resources {k!r} must be {' or '.join(t.__name__ for t in RESOURCE_KEYS[k])}"
-                             f", got {v!r}")
-    if "time" in res:
-        time_minutes(res["time"])
-    if "mem" in res:
-        mem_gb(res["mem"])
-    if res.get("gpus", 1) < 0 or res.get("gpu_mem", 1) <= 0:
-        raise ValueError(f"{where}: resources gpus must be >= 0 and gpu_mem > 0")
-    for model, sub in (res.get("models") or {}).items():
-        if isinstance(sub, dict) and "models" in sub:
-            raise ValueError(f"{where}: resources models.{model} cannot hold models: again")
-        check_resources(sub, f"{where}: resources models.{model}")
-    return dict(res)
-
-
-def load_site(path: str | os.PathLike | None) -> dict:
-    """A site resources file (`xfer run --resources FILE`): a resources block plus `phases: {phase: {...}}`."""
-    if not path:
-        return {}
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"resources file {p} does not exist")
-    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    site = check_resources(raw, f"resources file {p}", extra=("phases",))
-    phases = site.get("phases") or {}
-    if not isinstance(phases, dict):
-        raise ValueError(f"resources file {p}: phases must map phase names to resources blocks")
-    for ph, block in phases.items():
-        check_resources(block, f"resources file {p}, phase {ph!r}")
-    return site
-
-
-def _same_model(key: str, model) -> bool:
-    if not isinstance(model, str):
-        return False
-    if key == model:
-        return True
-    from . import ladder
-    a, b = ladder.lookup(key), ladder.lookup(model)
-    return a is not None and a is b
-
-
-def run_resources(layers: list[dict], params: dict) -> dict:
-    """Resources of one run: the blocks in order (later wins), then their `models:` overrides for the run's model
-    in the same order."""
-    out: dict = {}
-    for block in layers:
-        out.update({k: v for k, v in block.items() if k not in ("models", "phases")})
-    for block in layers:
-        for key, sub in (block.get("models") or {}).items():
-            if _same_model(str(key), params.get("model")):
-                out.update(sub)
-    return out
-
-
-def plan_params(params: dict, res: dict, where: str) -> dict:
-    """`strategy` / `n_processes` from the run's resources (see the module docstring); {} when not applicable."""
-    out = {}
-    gpus = int(res.get("gpus", 1) or 1)
-    if res.get("gpu_mem") and "strategy" not in params and isinstance(params.get("model"), str):
-        from . import ladder
-        m = ladder.lookup(params["model"])
-        if m is not None:
-            p = ladder.plan_strategy(m, float(res["gpu_mem"]), gpus)
-            if p.strategy == "none":
-                raise ValueError(f"{where}: {m.name} fits no strategy on {gpus} x {res['gpu_mem']} GB GPUs (LoRA needs "
-                                 f"~{p.memory_gb} GB per GPU); raise resources gpu_mem/gpus (see `xfer models --plan`)")
-            out["strategy"] = p.strategy
-    if gpus > 1 and "n_processes" not in params:
-        out["n_processes"] = gpus
-    return out
 
 
 def find_root(start: Path) -> Path:
@@ -473,98 +341,7 @@ def _link(run: Run, block: dict, by_phase: dict) -> None:
     run.needs = tuple(deps)
 
 
-# ---- notebook interface and validation ----
-
-_IFACE_CACHE: dict = {}
-
-
-def interface(notebook: str | os.PathLike) -> dict:
-    """{name: (annotation, default value or None)} from the notebook's `parameters` cell."""
-    import papermill
-    p = Path(notebook)
-    key = (str(p), p.stat().st_mtime_ns)
-    if key not in _IFACE_CACHE:
-        out = {}
-        inspected = papermill.inspect_notebook(str(p))
-        missing = [n for n in _assigned_names(p) if n not in inspected]
-        if missing:
-            raise ValueError(f"papermill cannot read parameter{'s' * (len(missing) > 1)} "
-                             f"{', '.join(map(repr, missing))} of {p} (its parameters-cell parser drops a line "
-                             f"with a second '=', e.g. in the comment, and annotations like 'int | None'): write "
-                             f"each as `name: type = literal  # help` with no '=' in the help, Optional[int] for "
-                             f"optional values")
-        for name, info in inspected.items():
-            try:
-                default = ast.literal_eval(info["default"])
-            except (ValueError, SyntaxError, TypeError):
-                default = None
-            out[name] = (info["inferred_type_name"], default)
-        _IFACE_CACHE[key] = out
-    return _IFACE_CACHE[key]
-
-
-def _assigned_names(notebook: Path) -> list[str]:
-    """Names assigned at top level of the notebook's first `parameters` cell (what papermill should report)."""
-    import nbformat
-    nb = nbformat.read(str(notebook), as_version=4)
-    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    if cell is None:
-        return []
-    try:
-        tree = ast.parse(cell.source)
-    except SyntaxError as e:
-        raise ValueError(f"the parameters cell of {notebook} is not valid Python: {e}") from None
-    names = []
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-            node, ast.AnnAssign) else []
-        names += [t.id for t in targets if isinstance(t, ast.Name)]
-    return names
-
-
-_BASES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list, tuple),
-          "tuple": (list, tuple), "dict": (dict,)}
-
-
-def _alternatives(ann: str) -> list[str]:
-    ann = ann.replace(" ", "").replace("typing.", "")
-    m = re.fullmatch(r"Optional\[(.*)\]", ann)
-    if m:
-        return _alternatives(m.group(1)) + ["None"]
-    m = re.fullmatch(r"Union\[(.*)\]", ann)
-    parts, depth, cur = [], 0, ""
-    for ch in m.group(1) + "," if m else ann + "|":
-        if ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        if ch in ",|" and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return [p for p in parts if p]
-
-
-def type_ok(value, annotation: str) -> bool:
-    """Does `value` fit the declared annotation? Unknown or missing annotations accept anything."""
-    alts = _alternatives(annotation or "None")
-    if alts == ["None"]:                 # papermill's "no annotation"
-        return True
-    for a in alts:
-        base = a.split("[")[0].lower()
-        if base in ("none", "nonetype"):
-            if value is None:
-                return True
-            continue
-        if base not in _BASES or base == "any":
-            return True
-        if isinstance(value, bool) and base != "bool":
-            continue
-        if isinstance(value, _BASES[base]):
-            return True
-    return False
-
+# ---- params checked against the notebooks ----
 
 def validate(plan: Plan, runs: list | None = None) -> Plan:
     """Check every run's params against its notebook's parameters cell; fill `run.passed` / `run.resolved`.

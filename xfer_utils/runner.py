@@ -49,7 +49,7 @@ from pathlib import Path
 
 import yaml
 
-from . import cost, plans, results
+from . import cost, plan_resources, plans, results
 
 DONE = "_done.json"
 LAUNCHERS = ("local", "submitit")
@@ -260,10 +260,10 @@ def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs=
              poll_s: float | None = None, resources: str | None = None) -> int:
     """Execute a plan (or list it with costs when `dry_run`). Returns the exit code: 0 ok, 1 failed/blocked runs,
     130 interrupted. `cluster`, `parallel`, `wait`, `poll_s`: the submitit launcher's options; `resources`: a site
-    resources file (plans.load_site)."""
+    resources file (plan_resources.load_site)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher {launcher!r} is not available; valid launchers: {', '.join(LAUNCHERS)}")
-    plan = plans.expand(plan_path, outputs, site=plans.load_site(resources))
+    plan = plans.expand(plan_path, outputs, site=plan_resources.load_site(resources))
     runs = plans.select(plan, only)
     plans.validate(plan)
     if dry_run:
@@ -400,11 +400,11 @@ def job_parameters(plan: plans.Plan, run: plans.Run, cluster: str) -> dict:
     elif cluster == "local":           # the local executor hides every GPU unless asked for them
         p["gpus_per_node"] = _local_gpus()
     if "time" in res:
-        p["timeout_min"] = plans.time_minutes(res["time"])
+        p["timeout_min"] = plan_resources.time_minutes(res["time"])
     elif cluster == "local":
         p["timeout_min"] = LOCAL_TIMEOUT_MIN
     if "mem" in res:
-        p["mem_gb"] = plans.mem_gb(res["mem"])
+        p["mem_gb"] = plan_resources.mem_gb(res["mem"])
     if "cpus" in res:
         p["cpus_per_task"] = int(res["cpus"])
     if "partition" in res:
