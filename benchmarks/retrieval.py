@@ -18,7 +18,7 @@ numpy, torch and faiss alike). All three must return the same pairs (checked; `a
 Embedding (secondary): sentences from Tatoeba (../shared/data; synthetic otherwise) through a 12-layer XLM-R-shaped
 random encoder (hidden 256), layer 7 (= XLM-R large's layer 14 of 24, scaled):
 
-    project:  xfer_utils.retrieval.embed(model, tok, texts, layer=7)  (length-sorted batches of 32, stops at layer 7)
+    project:  xfer_utils.embeddings.embed(model, tok, texts, layer=7)  (length-sorted batches of 32, stops at layer 7)
     xtreme:   XTREME's evaluate_retrieval way: unsorted batches of 100 padded to the batch's longest, the whole
               encoder run with output_hidden_states, mean-pool layer 7
     jiant:    jiant's way: every sentence padded to 512, batches of 8, the whole encoder (measured on a subset)
@@ -157,7 +157,7 @@ def reference_embed(model, tok, texts, layer, batch_size, padding, max_length=51
 
 def bench_embedding(n: int, n_jiant: int, layers: int, hidden: int, layer: int, tiny: bool, synthetic: bool,
                     seed: int) -> dict:
-    from xfer_utils import retrieval
+    from xfer_utils import embeddings
     w = C.load_world(tiny=tiny, synthetic=synthetic, per_lang=None if not tiny else 12, seed=seed,
                      kinds=("sentence",))
     tok = w["tokenizer"]
@@ -166,10 +166,10 @@ def bench_embedding(n: int, n_jiant: int, layers: int, hidden: int, layer: int, 
     texts = [texts[i] for i in rng.permutation(len(texts))[:n]]
     enc = C.xlmr_encoder(tok, layers, hidden, max(1, hidden // 64), 4 * hidden, seed=seed)
     enc.eval()
-    retrieval.embed(enc, tok, texts[:64], layer, progress=False)     # warm-up
+    embeddings.embed(enc, tok, texts[:64], layer, progress=False)     # warm-up
     out = {"n": len(texts), "layers": layers, "hidden": hidden, "layer": layer, "data": w["source"],
            "mean_tokens": float(np.mean([len(x) for x in tok(texts)["input_ids"]]))}
-    e_p, out["project_seconds"], _ = timed(retrieval.embed, enc, tok, texts, layer, batch_size=32, max_length=512,
+    e_p, out["project_seconds"], _ = timed(embeddings.embed, enc, tok, texts, layer, batch_size=32, max_length=512,
                                            progress=False)
     e_x, out["xtreme_seconds"], _ = timed(reference_embed, enc, tok, texts, layer, 100, True)
     sub = texts[:n_jiant]

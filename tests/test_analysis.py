@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic_results as sr  # noqa: E402
 
-from xfer_utils import analysis, results, stats, tasks  # noqa: E402
+from xfer_utils import analysis, plots, results, stats, tasks  # noqa: E402
 
 SINGLE = ("mnli", "squad", "hellaswag", "qqp", "sst2", "cosmosqa", "commonsenseqa")
 
@@ -251,12 +251,12 @@ def test_figures_are_written(df, tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     table = analysis.paper_table(df, "xtreme", model="xlmr-base")
-    paths = [analysis.plot_heatmap(table, tmp_path, "scores.png", title="t"),
-             analysis.plot_heatmap(analysis.gain_table(table), tmp_path, "gains.png", center=0.0),
-             analysis.plot_scatter(analysis.gains_by_model(df), "params_total", "gain", tmp_path, "size.png",
+    paths = [plots.plot_heatmap(table, tmp_path, "scores.png", title="t"),
+             plots.plot_heatmap(analysis.gain_table(table), tmp_path, "gains.png", center=0.0),
+             plots.plot_scatter(analysis.gains_by_model(df), "params_total", "gain", tmp_path, "size.png",
                                    hue="intermediate", col="target"),
-             analysis.plot_scatter(pd.DataFrame({"x": [], "y": []}), "x", "y", tmp_path, "empty.png"),
-             analysis.save_table(table, tmp_path / "t", "table.csv")]
+             plots.plot_scatter(pd.DataFrame({"x": [], "y": []}), "x", "y", tmp_path, "empty.png"),
+             plots.save_table(table, tmp_path / "t", "table.csv")]
     plt.close("all")
     for p in paths:
         assert p.exists() and p.stat().st_size > 0, p
@@ -284,6 +284,6 @@ def test_partial_tables_do_not_break_the_notebook_calls(case, tmp_path):
     for frame, x, y, by, log_x in cases:
         eff = stats.effects(frame, x, y, by=by, log_x=log_x)
         assert isinstance(analysis.reading(eff, x, y, label_cols=by), str)
-        assert analysis.plot_scatter(frame, x, y, tmp_path, f"{x}.png", hue=by[0], col=by[-1], log_x=log_x).exists()
-    assert analysis.plot_heatmap(gains, tmp_path, "g.png", center=0.0).exists()
+        assert plots.plot_scatter(frame, x, y, tmp_path, f"{x}.png", hue=by[0], col=by[-1], log_x=log_x).exists()
+    assert plots.plot_heatmap(gains, tmp_path, "g.png", center=0.0).exists()
     plt.close("all")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from xfer_utils import metrics, retrieval
+from xfer_utils import embeddings, metrics, retrieval
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,7 +59,7 @@ def reference_embedding(model, tok, texts, layer):
 @pytest.mark.parametrize("layer", [0, 1, 3])
 def test_embed_is_mean_of_hidden_states_layer(tiny, layer):
     model, tok = tiny
-    got = retrieval.embed(model, tok, TEXTS, layer, batch_size=2, progress=False)
+    got = embeddings.embed(model, tok, TEXTS, layer, batch_size=2, progress=False)
     assert got.dtype == np.float32 and got.shape == (len(TEXTS), 32)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
     # batched + padded + length-sorted == one by one, in the caller's order
@@ -72,7 +72,7 @@ def test_embed_runs_only_the_layers_it_needs(tiny):
     handles = [layer.register_forward_hook(lambda m, a, o, n=n: calls.append(n))
                for n, layer in enumerate(model.encoder.layer)]
     try:
-        retrieval.embed(model, tok, TEXTS[:2], 1, batch_size=8, progress=False)
+        embeddings.embed(model, tok, TEXTS[:2], 1, batch_size=8, progress=False)
     finally:
         for h in handles:
             h.remove()
@@ -82,21 +82,21 @@ def test_embed_runs_only_the_layers_it_needs(tiny):
 
 def test_embed_cache_is_keyed_by_content(tiny, tmp_path, monkeypatch):
     model, tok = tiny
-    first = retrieval.embed(model, tok, TEXTS, 2, progress=False, cache_dir=tmp_path)
+    first = embeddings.embed(model, tok, TEXTS, 2, progress=False, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("emb-*.npy"))) == 1
     def boom(*a, **k):
         raise AssertionError("the cache should have answered")
-    monkeypatch.setattr(retrieval, "_hidden_at", boom)
-    np.testing.assert_array_equal(retrieval.embed(model, tok, TEXTS, 2, progress=False, cache_dir=tmp_path), first)
+    monkeypatch.setattr(embeddings, "_hidden_at", boom)
+    np.testing.assert_array_equal(embeddings.embed(model, tok, TEXTS, 2, progress=False, cache_dir=tmp_path), first)
     monkeypatch.undo()
-    key = retrieval.embedding_cache_key(model, tok, TEXTS, 2, 512)
-    assert key != retrieval.embedding_cache_key(model, tok, TEXTS, 1, 512)                 # layer
-    assert key != retrieval.embedding_cache_key(model, tok, TEXTS[::-1], 2, 512)           # texts
-    assert key != retrieval.embedding_cache_key(model, tok, TEXTS, 2, 512, cache_key="ckpt-b")
+    key = embeddings.embedding_cache_key(model, tok, TEXTS, 2, 512)
+    assert key != embeddings.embedding_cache_key(model, tok, TEXTS, 1, 512)                 # layer
+    assert key != embeddings.embedding_cache_key(model, tok, TEXTS[::-1], 2, 512)           # texts
+    assert key != embeddings.embedding_cache_key(model, tok, TEXTS, 2, 512, cache_key="ckpt-b")
     with torch.no_grad():
         model.encoder.layer[0].output.dense.bias.add_(1.0)
     try:
-        assert key != retrieval.embedding_cache_key(model, tok, TEXTS, 2, 512)             # weights changed
+        assert key != embeddings.embedding_cache_key(model, tok, TEXTS, 2, 512)             # weights changed
     finally:
         with torch.no_grad():
             model.encoder.layer[0].output.dense.bias.sub_(1.0)
@@ -105,7 +105,7 @@ def test_embed_cache_is_keyed_by_content(tiny, tmp_path, monkeypatch):
 def test_embed_rejects_bad_layer(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="between 0"):
-        retrieval.embed(model, tok, TEXTS, 4, progress=False)
+        embeddings.embed(model, tok, TEXTS, 4, progress=False)
 
 
 # ---------------------------------------------------------------- kNN

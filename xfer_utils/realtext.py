@@ -522,7 +522,7 @@ def _tatoeba_accuracy(model_dir, data_root, languages, max_examples, layer, batc
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from . import retrieval
+    from . import embeddings, retrieval
     tok = AutoTokenizer.from_pretrained(model_dir)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()   # the MLM head in the checkpoint is expected to be unused here
@@ -542,7 +542,7 @@ def _tatoeba_accuracy(model_dir, data_root, languages, max_examples, layer, batc
         n = min(len(src), max_examples or len(src))
         pairs[lg] = ([x.strip() for x in src[:n]], [x.strip() for x in tgt[:n]])
     texts = [x for s, t in pairs.values() for x in s + t]     # one embedding pass: fewer, fuller batches
-    emb = retrieval.embed(enc, tok, texts, layer, batch_size=batch_size, progress=False)
+    emb = embeddings.embed(enc, tok, texts, layer, batch_size=batch_size, progress=False)
     out, k = {}, 0
     for lg, (s, t) in pairs.items():
         n = len(s)

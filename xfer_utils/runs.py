@@ -262,6 +262,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
               max_examples: int = -1, batch_size: int = 64, seed: int = 1, model_label: str = "",
               log=print) -> dict:
     """BUCC / Tatoeba straight from an encoder (no target training): embeddings of one layer, mean-pooled."""
+    from . import embeddings as E
     from . import retrieval as R
     if task not in tasks.RETRIEVAL_TASKS:
         raise ValueError(f"{task!r} is not a retrieval task; choose one of: {', '.join(tasks.RETRIEVAL_TASKS)}")
@@ -288,9 +289,9 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
         if task == "tatoeba":
             ds = data.load("tatoeba", "test", lg, data_dir=data_dir or None,
                            max_examples=max_examples if max_examples > 0 else None)
-            src = R.embed(enc, tokenizer, list(ds["source"]), layer, batch_size=batch_size, cache_dir=cache,
+            src = E.embed(enc, tokenizer, list(ds["source"]), layer, batch_size=batch_size, cache_dir=cache,
                           cache_key=key)
-            tgt = R.embed(enc, tokenizer, list(ds["target"]), layer, batch_size=batch_size, cache_dir=cache,
+            tgt = E.embed(enc, tokenizer, list(ds["target"]), layer, batch_size=batch_size, cache_dir=cache,
                           cache_key=key)
             pred = R.tatoeba_search(src, tgt)
             sc = {"accuracy": _tatoeba_acc(pred)}
@@ -329,8 +330,8 @@ def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, 
             corpus = R.BuccCorpus(lg, split, list(ds["source_id"]), list(ds["source"]), list(ds["target_id"]),
                                   list(ds["target"]), set(zip(ds["source_id"], ds["target_id"])), proxy=True,
                                   note="PROXY: hub gold pairs only, no distractor sentences")
-        s = R.embed(enc, tokenizer, corpus.src_sents, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
-        t = R.embed(enc, tokenizer, corpus.tgt_sents, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+        s = E.embed(enc, tokenizer, corpus.src_sents, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+        t = E.embed(enc, tokenizer, corpus.tgt_sents, layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
         cands[split] = (R.bucc_candidates(corpus, s, t), corpus)
     (dev, dev_corpus), (test, test_corpus) = cands["validation"], cands["test"]
     sc = R.bucc_evaluate(dev, dev_corpus.gold, test, test_corpus.gold)
