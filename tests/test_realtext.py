@@ -2,7 +2,6 @@
 schemas, the MLM pretraining and the smoke_real plan. Everything that needs ../shared/data skips without it."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path

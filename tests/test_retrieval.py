@@ -313,3 +313,20 @@ def test_tatoeba_real_files_are_line_aligned(lang):
     assert acc > 8
     # ... and shifting the gold alignment by one line destroys it
     assert metrics.tatoeba_accuracy(pred, [(i + 1) % len(en) for i in range(len(en))]) < 2
+
+
+def test_both_retrieval_phases_run_on_the_tiny_world(world, tmp_path):
+    """runs.retrieval end to end for BUCC (hub proxy: mine dev and test, F1-optimal dev threshold) and Tatoeba,
+    from the raw tiny encoder: one row per metric and language, predictions written, scores in range."""
+    import json as _json
+
+    from xfer_utils import runs
+    for task in ("bucc2018", "tatoeba"):
+        out = runs.retrieval(str(world["tiny-xlmr-s"]), task, run_id=f"r-{task}", plan="t",
+                             run_dir=str(tmp_path / task), checkpoint_dir=str(tmp_path / "ckpt"),
+                             languages=["de"], data_dir=str(world["data"]), log=lambda *a: None)
+        rows = [_json.loads(x) for x in (tmp_path / task / "metrics.jsonl").read_text().splitlines()]
+        assert rows == out["rows"] and {r["language"] for r in rows} == {"de"} and rows[0]["split"] == "test"
+        assert {r["metric"] for r in rows} == ({"f1", "precision", "recall"} if task == "bucc2018" else {"accuracy"})
+        assert all(0.0 <= r["value"] <= 100.0 for r in rows)
+        assert list((tmp_path / task / "predictions").iterdir())

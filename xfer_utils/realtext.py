@@ -440,7 +440,6 @@ def pretrain(model_dir: str | os.PathLike, texts: list[str], steps: int = DEFAUL
     place with save_pretrained, so AutoModel / AutoModelForMaskedLM load the pretrained weights.
     `threads`: torch intra-op threads during the loop (restored after): the tiny model's matrices gain little from
     more, and on shared cores two threads ran 3-20x slower than one here."""
-    import torch
     with _threads(threads):
         return _pretrain(model_dir, texts, steps, seed, batch_size, lr, max_length, log)
 

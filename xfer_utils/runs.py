@@ -156,7 +156,7 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
     cfg_task = next(n for n, _ in parts if n != MLM) if any(n != MLM for n, _ in parts) else MLM
     hp = {**tasks.hyperparameters(cfg_task), **train_kw}
     eval_examples = int(hp.pop("eval_examples", 500))
-    hp_ml = hp.pop("max_length")
+    hp.pop("max_length")            # each task brings its own (tasks registry), or the max_length argument
     tds = []
     for name, lang in parts:
         if name == MLM:
@@ -319,6 +319,7 @@ def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, 
     """XTREME's protocol (protocol.md §9): mine each split (distinct sentences; ambiguous duplicates dropped), choose
     the F1-optimal threshold on the dev ('sample') gold, apply it to test. Without `bucc_path` the hub's gold-pairs-
     only configs are used: a proxy, labelled as such in the log."""
+    from . import embeddings as E
     from . import scoring
     cands = {}
     for split in ("validation", "test"):
