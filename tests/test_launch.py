@@ -182,35 +182,53 @@ def intermediate(model, intermediate, **kw):
 '''
 
 
-@pytest.mark.slow
-def test_two_processes_end_with_the_one_process_encoder(world, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
+def _nodrop_model(world, tmp_path: Path) -> Path:
+    """A copy of the tiny encoder with dropout off in its config (the heads' is turned off by the phase)."""
     model = tmp_path / "tiny-nodrop"
     shutil.copytree(world["tiny-xlmr-s"], model)
     cfg = json.loads((model / "config.json").read_text())
     cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (model / "config.json").write_text(json.dumps(cfg))
-    (tmp_path / "nodrop_phase.py").write_text(NODROP)
-    task = "mnli+sst2"        # two heads: also exercises DDP with a head unused in every step
-    two, lines, errors = {}, [], []
+    return model
 
-    def launched():
+
+def _beside_one_process_run(launched, world, tmp_path: Path, model: Path, task: str, monkeypatch) -> dict:
+    """Run `launched` (the multi-process launches) in a thread while the one-process run (what run_phase does
+    with n_processes=1; same seed and batch, dropout off) trains in this process; re-raise the thread's error."""
+    from transformers import AutoConfig, AutoTokenizer  # noqa: F401 - transformers' lazy imports race in threads
+
+    from xfer_utils import runs
+    errors = []
+
+    def guarded():
         try:
-            two["summary"] = launch.run_distributed(
-                "nodrop_phase:intermediate", _phase_kwargs(world, tmp_path, str(model), 2, task), 2, "ddp_cpu",
-                log=lines.append, env={"PYTHONPATH": str(tmp_path)})
-        except Exception as e:    # noqa: BLE001 - re-raised below, in the test's thread
+            launched()
+        except BaseException as e:    # noqa: BLE001 - re-raised below, in the test's thread
             errors.append(e)
-    th = threading.Thread(target=launched)
+    th = threading.Thread(target=guarded)
     th.start()
-    # meanwhile, the one-process run in this process (what run_phase does with n_processes=1), same seed and batch
     monkeypatch.setattr(models, "build", lambda enc, heads, seed=0, dropout=0.1:
                         _orig_build(enc, heads, seed=seed, dropout=0.0))
-    from xfer_utils import runs
     one = runs.intermediate(log=lambda *a: None, **_phase_kwargs(world, tmp_path, str(model), 1, task))
     th.join()
     if errors:
         raise errors[0]
+    return one
+
+
+@pytest.mark.slow
+def test_two_processes_end_with_the_one_process_encoder(world, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    model = _nodrop_model(world, tmp_path)
+    (tmp_path / "nodrop_phase.py").write_text(NODROP)
+    task = "mnli+sst2"        # two heads: also exercises DDP with a head unused in every step
+    two, lines = {}, []
+
+    def launched():
+        two["summary"] = launch.run_distributed(
+            "nodrop_phase:intermediate", _phase_kwargs(world, tmp_path, str(model), 2, task), 2, "ddp_cpu",
+            log=lines.append, env={"PYTHONPATH": str(tmp_path)})
+    one = _beside_one_process_run(launched, world, tmp_path, model, task, monkeypatch)
     text = "\n".join(lines)
     assert "[launch] 2 process(es), MULTI_CPU / gloo" in text and "encoder saved to" in text
     assert two["summary"]["train"]["steps"] == one["train"]["steps"] == 12
@@ -273,41 +291,23 @@ def test_fsdp_two_processes_crash_resume_and_end_with_the_one_process_encoder(wo
     """FSDP2 full shard over 2 CPU processes: the run is killed after its step-4 checkpoint, resumed from the
     gathered weights and optimizer moments, and ends with the one-process encoder (same tolerance as DDP)."""
     from safetensors.torch import load_file
-    model = tmp_path / "tiny-nodrop"
-    shutil.copytree(world["tiny-xlmr-s"], model)
-    cfg = json.loads((model / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (model / "config.json").write_text(json.dumps(cfg))
+    model = _nodrop_model(world, tmp_path)
     (tmp_path / "fsdp_phase.py").write_text(FSDP_ON_CPU)
     task = "mnli+sst2"        # two heads: FSDP with a head unused in every step
     kw2 = {**_phase_kwargs(world, tmp_path, str(model), 2, task), "checkpoint_every": 4}
-    lines, errors = [], []
+    lines = []
 
     def launched():
-        try:
-            env = {"PYTHONPATH": str(tmp_path), "XFER_TEST_CRASH_AT": "4"}
-            with pytest.raises(RuntimeError, match="exit code"):
-                launch.run_distributed("fsdp_phase:intermediate", kw2, 2, "fsdp_full_shard", log=lines.append,
-                                       env=env)
-            lines.append("---- relaunch")
+        env = {"PYTHONPATH": str(tmp_path)}
+        with pytest.raises(RuntimeError, match="exit code"):
             launch.run_distributed("fsdp_phase:intermediate", kw2, 2, "fsdp_full_shard", log=lines.append,
-                                   env={"PYTHONPATH": str(tmp_path)})
-            shutil.copytree(tmp_path / "ckpt2" / "encoder", tmp_path / "encoder2")
-            lines.append("---- finished run, launched again")
-            launch.run_distributed("fsdp_phase:intermediate", kw2, 2, "fsdp_full_shard", log=lines.append,
-                                   env={"PYTHONPATH": str(tmp_path)})
-        except BaseException as e:    # noqa: BLE001 - re-raised below, in the test's thread
-            errors.append(e)
-    from transformers import AutoConfig, AutoTokenizer  # noqa: F401 - transformers' lazy imports race in threads
-    th = threading.Thread(target=launched)
-    th.start()
-    monkeypatch.setattr(models, "build", lambda enc, heads, seed=0, dropout=0.1:
-                        _orig_build(enc, heads, seed=seed, dropout=0.0))
-    from xfer_utils import runs
-    runs.intermediate(log=lambda *a: None, **_phase_kwargs(world, tmp_path, str(model), 1, task))
-    th.join()
-    if errors:
-        raise errors[0]
+                                   env={**env, "XFER_TEST_CRASH_AT": "4"})
+        lines.append("---- relaunch")
+        launch.run_distributed("fsdp_phase:intermediate", kw2, 2, "fsdp_full_shard", log=lines.append, env=env)
+        shutil.copytree(tmp_path / "ckpt2" / "encoder", tmp_path / "encoder2")
+        lines.append("---- finished run, launched again")
+        launch.run_distributed("fsdp_phase:intermediate", kw2, 2, "fsdp_full_shard", log=lines.append, env=env)
+    _beside_one_process_run(launched, world, tmp_path, model, task, monkeypatch)
     text = "\n".join(lines)
     first, second, third = re.split("---- relaunch|---- finished run, launched again", text)
     layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]

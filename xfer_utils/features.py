@@ -67,15 +67,15 @@ def tagging(ds, tokenizer, max_length: int):
     for i, (tokens, tags) in enumerate(zip(list(ds["tokens"]), list(ds["tags"]))):
         tokens = list(tokens)
         enc = tokenizer(tokens, is_split_into_words=True, truncation=False, verbose=False)
-        pieces = [(0, len(tokens), enc)]
+        pieces = [(0, enc)]          # (index of the piece's first word, its encoding)
         if len(enc["input_ids"]) > max_length:
             per_word = [0] * len(tokens)
             for w in enc.word_ids():
                 if w is not None:
                     per_word[w] += 1
-            pieces = [(a, b, tokenizer(tokens[a:b], is_split_into_words=True, truncation=True,
-                                       max_length=max_length)) for a, b in word_pieces(per_word, budget)]
-        for a, _, e in pieces:
+            pieces = [(a, tokenizer(tokens[a:b], is_split_into_words=True, truncation=True, max_length=max_length))
+                      for a, b in word_pieces(per_word, budget)]
+        for a, e in pieces:
             word_ids = [None if w is None else a + w for w in e.word_ids()]
             labels, seen = [], set()
             for w in word_ids:

@@ -199,6 +199,12 @@ def _load_optimizer_state(model, opt, state: dict | None, fsdp: bool) -> None:
     set_optimizer_state_dict(model, opt, state or {}, options=_full_options(broadcast_from_rank0=True))
 
 
+def _read_best(path: Path, fsdp: bool, main: bool) -> dict:
+    """best.pt's weights where they are read: on every rank without FSDP; under FSDP on the main process alone
+    (the others get {} and receive the tensors by broadcast, `load_model_state`)."""
+    return torch.load(path, map_location="cpu", weights_only=False)["model"] if main or not fsdp else {}
+
+
 def _optimizer(model, cfg: TrainConfig, device):
     decay, no_decay = [], []
     for n, p in model.named_parameters():
@@ -269,10 +275,9 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
     main = acc.is_main_process
     done_file = ckpt / "train_done.json"
     if done_file.exists():
-        state = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False) if main or not fsdp else {}
         if fsdp:   # shard first (FSDP2 prepares a model only with its optimizer), then broadcast the weights
             acc.prepare(model, _optimizer(model, cfg, device))
-        load_model_state(model, state.get("model"), fsdp)
+        load_model_state(model, _read_best(ckpt / "best.pt", fsdp, main), fsdp)
         r = json.loads(done_file.read_text())
         log(f"training already finished (step {r['steps']}, best dev {r['best_score']:.2f} at step "
             f"{r['best_step']}); loaded the best weights from {ckpt}")
@@ -287,17 +292,18 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
     opt = _optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, int(cfg.warmup * total)))
     model, opt = acc.prepare(model, opt)
-    if fsdp:
-        from torch.distributed.fsdp import FSDPModule
-        units = sum(isinstance(m, FSDPModule) for m in acc.unwrap_model(model).modules())
-        log(f"FSDP: parameters, gradients and optimizer states sharded over {world} processes in {units} units")
     raw_model = acc.unwrap_model(model)
     raw_opt = getattr(opt, "optimizer", opt)
+    if fsdp:
+        from torch.distributed.fsdp import FSDPModule
+        units = sum(isinstance(m, FSDPModule) for m in raw_model.modules())
+        log(f"FSDP: parameters, gradients and optimizer states sharded over {world} processes in {units} units")
     start, best, best_step, bad_evals, history = 0, -math.inf, 0, 0, []
     tokens = computed = 0
     if (ckpt / "last.pt").exists():
-        # every rank needs the step counters and RNG; under FSDP the tensors come from the main process
-        st = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False)
+        # every rank needs the step counters and RNG; under FSDP the tensors come from the main process, and mmap
+        # keeps the other ranks from reading an XXL model's weights and moments into their memory
+        st = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False, mmap=fsdp and not main)
         if st.get("fsdp", False) != fsdp:
             raise ValueError(f"{ckpt / 'last.pt'} was written {'with' if st.get('fsdp') else 'without'} FSDP and "
                              f"this run is {'with' if fsdp else 'without'} it; resume with the same strategy or "
@@ -382,10 +388,7 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
     bar.close()
     acc.wait_for_everyone()   # every rank reads the best.pt the main process finished writing
     if (ckpt / "best.pt").exists():
-        best_state = torch.load(ckpt / "best.pt", map_location="cpu", weights_only=False)["model"] \
-            if main or not fsdp else {}
-        load_model_state(raw_model, best_state, fsdp)
-        del best_state
+        load_model_state(raw_model, _read_best(ckpt / "best.pt", fsdp, main), fsdp)
     elif math.isinf(best):  # no labelled dev set (e.g. pure MLM): the last weights are the result
         best, best_step = float("nan"), len(history) and history[-1]["step"]
     result = TrainResult(steps=step + 1 if total else 0, best_step=best_step, best_score=best,
