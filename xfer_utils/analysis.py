@@ -64,6 +64,7 @@ def language_scores(df: pd.DataFrame, qa: str = "avg", phases=("target", "retrie
         raise ValueError(f"unknown QA basis {qa!r}; valid: avg, {', '.join(QA_METRICS)}")
     keys = ["run_id", "model", "intermediate", "target_task", "seed", "split", "language"]
     d = df[df["phase"].isin(phases)]
+    d = d[~_is_proxy(d)]      # proxy rows (split "proxy-...") are not the task: never in tables or averages
     is_qa = d["target_task"].map(lambda t: getattr(_task(t), "type", "") == "span_qa").astype(bool)
     parts = [d[~is_qa & d["is_primary"]][keys + ["value"]].rename(columns={"value": "score"})]
     q = d[is_qa & d["metric"].isin(QA_METRICS)]
@@ -75,6 +76,19 @@ def language_scores(df: pd.DataFrame, qa: str = "avg", phases=("target", "retrie
     out = pd.concat(parts, ignore_index=True).dropna(subset=["score"])
     out["kind"] = out["intermediate"].map(kind_of)
     return out
+
+
+def _is_proxy(df: pd.DataFrame) -> pd.Series:
+    return df["split"].astype(str).str.startswith(tasks.PROXY_SPLIT_PREFIX)
+
+
+def proxy_note(df: pd.DataFrame) -> str:
+    """One sentence naming the tasks whose proxy rows the tables leave out ('' when there are none)."""
+    proxied = sorted(set(df.loc[_is_proxy(df), "target_task"])) if len(df) else []
+    if not proxied:
+        return ""
+    return (f"left out of the table and its averages: {', '.join(proxied)} rows scored on a proxy (split "
+            f"'{tasks.PROXY_SPLIT_PREFIX}...'), not on the task's real data")
 
 
 def _pick_split(scores: pd.DataFrame, split: str = "", preference=SPLIT_PREFERENCE) -> pd.DataFrame:
@@ -169,7 +183,7 @@ def paper_table(df: pd.DataFrame, benchmark: str = "xtreme", model: str = "", sp
     missing = [t for t in BENCHMARK_TARGETS[benchmark] if t not in targets]
     splits = ts.groupby("target_task")["split"].first().to_dict()
     table.attrs = {"benchmark": benchmark, "targets": targets, "missing_targets": missing, "splits": splits,
-                   "qa": qa}
+                   "qa": qa, "note": proxy_note(df)}
     return table
 
 

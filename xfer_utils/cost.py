@@ -11,7 +11,8 @@ rate = real (non-pad) training tokens per second for (model, GPU) from ``resourc
 Tables (English train sizes: reference/datasets.md §3.3-3.5 and protocol.md §1, §2.1; tokens per example: XLM-R
 sentencepiece means from performance.md §2 where it gives one, otherwise rough guesses - all ESTIMATES, every
 choice of a multiple-choice example and both sides of a pair counted). Run params read: ``intermediate``
-(``mnli+squad`` = multi-task, ``mnli@de`` counts as mnli, ``none`` = no training), ``target_task`` (retrieval:
+(the whole label grammar of tasks.parse_intermediate: ``mnli+squad`` = multi-task, ``multitask`` = the nine paper
+tasks, ``+mlm`` = MLM co-training, ``mnli@de`` counts as mnli, ``none`` = no training), ``target_task`` (retrieval:
 ``task``), ``epochs`` (0 or missing: the registry default), ``max_train_examples`` / ``max_eval_examples`` (per
 language; retrieval: ``max_examples``; <= 0 or missing = all), ``languages`` (a non-empty list restricts the
 evaluated languages), ``mlm_max_examples`` (MLM co-training sequences; default MLM_EXAMPLES).
@@ -114,6 +115,20 @@ def _names(v) -> list[str]:
     return [str(s) for s in v or [] if s and s != "none"]
 
 
+def _intermediate_tasks(label) -> list[str]:
+    """The training tasks of an intermediate label, read by the label grammar's one parser
+    (tasks.parse_intermediate): 'multitask' = the nine paper tasks, 'mnli@de' = mnli_mt (priced as mnli),
+    'a+mlm' adds MLM, 'none' = nothing. A label the grammar rejects is a KeyError naming it (cost unknown)."""
+    from . import tasks
+    label = str(label or "")
+    if label in ("", tasks.NO_INTERMEDIATE):
+        return []
+    try:
+        return [name for name, _ in tasks.parse_intermediate(label)]
+    except ValueError:
+        raise KeyError(label) from None
+
+
 def run_tokens(phase: str, params: dict) -> tuple[float, float]:
     """(training tokens, evaluation tokens) of one run of `phase` ('intermediate', 'target', 'retrieval'; any
     other phase costs nothing). Raises KeyError naming a task the tables do not know."""
@@ -122,7 +137,7 @@ def run_tokens(phase: str, params: dict) -> tuple[float, float]:
     n_lang = len(langs) if isinstance(langs, (list, tuple)) and langs else None
     tr = ev = 0.0
     if phase == "intermediate":
-        for t in _names(p.get("intermediate", "")):
+        for t in _intermediate_tasks(p.get("intermediate", "")):
             cap = p.get("max_train_examples")
             if base_task(t) == "mlm":
                 cap = p.get("mlm_max_examples") or cap

@@ -185,12 +185,17 @@ def _normalize(task: tasks.Task, src: tasks.Source, raw):
 
 
 # ---------------------------------------------------------------- data that is not on the hub
-def user_path(task: tasks.Task, root: Path | None) -> Path:
+def user_path(task: tasks.Task, root: Path | None, required: bool = True) -> Path | None:
+    """The folder of a task's user-path data: the mirror's own ``user/<task>`` when `root` (data_dir) holds one (the
+    tiny world carries fixtures, so its runs never read the user's real corpora), else the folder the task's
+    environment variable names (XFER_CCG_PATH, XFER_BUCC_PATH, XFER_TATOEBA_PATH). None or an error without one."""
+    if root is not None and (root / "user" / task.name).exists():
+        return root / "user" / task.name
     env = os.environ.get(task.user_path or "")
     if env:
         return Path(env)
-    if root is not None and (root / "user" / task.name).exists():
-        return root / "user" / task.name
+    if not required:
+        return None
     raise FileNotFoundError(f"{task.name} data is not on the hub: set {task.user_path} to its folder ({task.note})")
 
 
@@ -249,6 +254,16 @@ def label_names(task: str, data_dir: str | os.PathLike | None = None) -> list[st
     return list(t.label_names)
 
 
+def _wikipedia(lang: str, root: Path | None):
+    """wikimedia/wikipedia 20231101.<lang> articles: streamed from the hub, or read from a mirror (data_dir) that
+    has the dump in the hub's layout (the tiny world does), by the same file-by-file path as every mirror config."""
+    if root is not None and (root / "wikimedia" / "wikipedia").is_dir():
+        return _load_raw(tasks.Source("wikimedia/wikipedia", "20231101.{lang}", {"train": "train"}),
+                         f"20231101.{lang}", "train", root)
+    import datasets
+    return datasets.load_dataset("wikimedia/wikipedia", f"20231101.{lang}", split="train", streaming=True)
+
+
 def mlm_text(source: str, languages: list[str], max_lines: int = 10000, data_dir=None) -> list[str]:
     """Text for multilingual MLM co-training: a folder of <lang>.txt files, or `wikipedia` for the hub's
     wikimedia/wikipedia 20231101.<lang> (streamed, capped per language)."""
@@ -260,7 +275,7 @@ def mlm_text(source: str, languages: list[str], max_lines: int = 10000, data_dir
         import datasets
         per = max(1, max_lines // max(1, len(languages)))
         for lg in languages:
-            stream = datasets.load_dataset("wikimedia/wikipedia", f"20231101.{lg}", split="train", streaming=True)
+            stream = _wikipedia(lg, root)
             for i, row in enumerate(stream):
                 if i >= per:
                     break

@@ -69,10 +69,14 @@ def score(task: str, ds, preds, language: str = "en", label_names: list[str] | N
         gold = {i: list(a["text"]) for i, a in zip(list(ds["id"]), list(ds["answers"]))}
         if task == "mlqa":   # MLQA's own script, per-language normalisation; SQuAD v1.1's for the rest
             return metrics.mlqa_scores(gold, preds, language)
+        if task == "squad_v2":   # unanswerable questions (empty gold) as the SQuAD v2.0 script scores them
+            return metrics.squad_v2_scores(gold, preds)
         return metrics.squad_scores(gold, preds)
     if t.type == "tagging":
         names = label_names or list(t.label_names)
         gold = [[names[x] for x in tags] for tags in list(ds["tags"])]
+        if t.metrics == ("accuracy",):   # CCG supertagging: per-word accuracy, not chunk F1
+            return {"accuracy": metrics.token_accuracy(gold, preds)}
         return metrics.tagging_scores(gold, preds, scheme="pos0012" if task == "udpos" else "lenient")
     if t.type == "regression":
         return metrics.correlation_scores(preds, list(ds["label"]))

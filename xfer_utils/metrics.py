@@ -22,6 +22,13 @@ Which official behaviour each one reproduces (protocol.md §9; google-research/x
   (gold "The", prediction "a"), EM is 100 but F1 is 0, as in the official script.
 * `mlqa_scores`: MLQA's `mlqa_evaluation_v1.py`: strip every Unicode punctuation character, drop the language's
   articles (Arabic: every "ال"), split Chinese into CJK characters (mixed segmentation).
+* `squad_v2_scores`: the SQuAD v2.0 script (`evaluate-v2.0.py`): the v1.1 normalisation; gold answers that
+  normalise to nothing are dropped and a question left without gold is unanswerable, its only gold being the
+  empty string, so EM = F1 = 1 exactly when the prediction is empty (normalises to nothing); the v2.0 token F1
+  is 1 when both sides are empty and 0 when one is. Questions without a prediction are skipped, not scored 0:
+  the v2.0 script averages over the predicted questions only (it prints "Missing prediction").
+* `token_accuracy`: CCG supertagging (jiant's CCG task): the share of gold words whose predicted tag is right,
+  over all words of all sentences.
 * `bucc_scores`: precision/recall/F1 over sets of (source id, target id) pairs.
 * `tatoeba_accuracy`: share of queries whose retrieved index is the gold index.
 * `correlation_scores`: Pearson and Spearman x 100 (cross-lingual STS).
@@ -62,6 +69,23 @@ def accuracy(predictions: Sequence, labels: Sequence) -> float:
     _check_lengths(predictions, labels, "accuracy")
     correct = sum(int(p == g) for p, g in zip(predictions, labels))
     return float(correct) / len(predictions) * 100
+
+
+def token_accuracy(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
+    """Per-word tag accuracy x 100 over all words of all sentences (supertagging is scored this way).
+
+    >>> token_accuracy([["N", "NP", "."], ["N/N", "N"]], [["N", "N", "."], ["N/N", "N"]])
+    80.0
+    """
+    gold, pred = _as_sentences(gold), _as_sentences(pred)
+    _check_lengths(pred, gold, "token accuracy")
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if len(g) != len(p):
+            raise ValueError(f"token accuracy: sentence {i} has {len(g)} gold tags but {len(p)} predicted tags")
+    n = sum(len(g) for g in gold)
+    if n == 0:
+        raise ValueError("token accuracy: there is nothing to score (no gold words)")
+    return 100.0 * sum(int(a == b) for g, p in zip(gold, pred) for a, b in zip(g, p)) / n
 
 
 # ---------------------------------------------------------------- tagging (seqeval chunk F1)
@@ -252,6 +276,33 @@ def squad_scores(gold: Mapping[Hashable, Sequence[str]], predictions: Mapping[Ha
     {'exact_match': 33.333333333333336, 'f1': 50.0}
     """
     return _qa_scores(gold, predictions, squad_normalize)
+
+
+def squad_v2_scores(gold: Mapping[Hashable, Sequence[str]], predictions: Mapping[Hashable, str]) -> dict[str, float]:
+    """SQuAD v2.0 EM and F1 x 100 (`evaluate-v2.0.py` with no no-answer probabilities): an empty gold list (or
+    golds that all normalise to nothing) means unanswerable, scored 100 only for an empty prediction.
+
+    >>> squad_v2_scores({"q1": ["Denver Broncos"], "q2": [], "q3": []}, {"q1": "Denver", "q2": "", "q3": "x"})
+    {'exact_match': 33.333333333333336, 'f1': 55.55555555555555}
+    """
+    if not gold:
+        raise ValueError("QA: there are no gold questions to score")
+    em, f1, n = [], [], 0
+    for qid, answers in gold.items():
+        if isinstance(answers, str):
+            raise ValueError(f"QA: question {qid!r} needs a list of gold answer strings, got {answers!r}")
+        if qid not in predictions:
+            continue                              # evaluate-v2.0.py: "Missing prediction", left out of the mean
+        pred = predictions[qid]
+        if not isinstance(pred, str):
+            raise ValueError(f"QA: the prediction for {qid!r} must be a string, got {type(pred).__name__}")
+        golds = [squad_normalize(a) for a in answers if squad_normalize(a)] or [""]
+        p = squad_normalize(pred)
+        em.append(max(float(p == g) for g in golds))
+        f1.append(max(_token_f1(p.split(), g.split()) if p and g else float(p == g) for g in golds))
+    if not em:
+        raise ValueError("QA: no question has a prediction; there is nothing to score")
+    return {"exact_match": 100.0 * sum(em) / len(em), "f1": 100.0 * sum(f1) / len(f1)}
 
 
 def mlqa_scores(gold: Mapping[Hashable, Sequence[str]], predictions: Mapping[Hashable, str],

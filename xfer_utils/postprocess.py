@@ -22,10 +22,12 @@ def _valid_ends(offsets) -> np.ndarray:
 
 
 def decode_qa_example(context: str, windows, n_best: int = 20, max_answer_length: int = 30,
-                      allow_null: bool = False) -> str:
+                      allow_null: bool = False, null_threshold: float = 0.0) -> str:
     """Best span over all windows of one example: top `n_best` starts x ends, end >= start, at most
-    `max_answer_length` tokens, score = start + end logit. With `allow_null` (SQuAD v2) the empty answer wins when
-    the <s> score beats every span."""
+    `max_answer_length` tokens, score = start + end logit. With `allow_null` (SQuAD v2) the empty answer ("no
+    answer") wins when the null score (<s> start + end logit, the lowest over the windows) minus the best span's
+    score exceeds `null_threshold`, as the reference v2 post-processing does (transformers' run_qa
+    `null_score_diff_threshold`, default 0.0)."""
     best_score, best = -np.inf, ""
     null_score = np.inf
     for start_logits, end_logits, offsets in windows:
@@ -43,7 +45,7 @@ def decode_qa_example(context: str, windows, n_best: int = 20, max_answer_length
                 score = start_logits[s] + end_logits[e]
                 if score > best_score:
                     best_score, best = score, context[offsets[s][0]:offsets[e][1]]
-    if allow_null and null_score > best_score:
+    if allow_null and null_score - best_score > null_threshold:
         return ""
     return best.strip()
 

@@ -6,7 +6,8 @@ Each run executes its phase notebook with papermill into ``<outputs>/<plan>/<pha
 outputs (``metrics.jsonl``), and ``_done.json`` (timing) once it succeeded.
 
 Rules:
-- params of every run are validated against the notebooks first (plans.validate): one error, nothing runs;
+- params of every run are validated against the notebooks first (plans.validate), then their values
+  (validate.check_plan: tasks, languages, labels, models, corpora): one error, nothing runs;
 - runs go in dependency order; a run with ``_done.json`` is skipped, unless a dependency finished after it
   started (then it is stale and re-runs, e.g. the results notebook after a re-run target);
 - a run folder without ``_done.json`` (interrupted) is executed again; the notebook resumes from its
@@ -49,7 +50,7 @@ from pathlib import Path
 
 import yaml
 
-from . import cost, plan_resources, plans, results
+from . import cost, plan_resources, plans, results, validate
 
 DONE = "_done.json"
 LAUNCHERS = ("local", "submitit")
@@ -266,8 +267,13 @@ def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs=
     plan = plans.expand(plan_path, outputs, site=plan_resources.load_site(resources))
     runs = plans.select(plan, only)
     plans.validate(plan)
+    validate.check_plan(plan, corpora=not dry_run)      # values (tasks, labels, models, corpora): before any kernel
     if dry_run:
         cost_table(plan, runs, gpu, out)
+        try:
+            validate.check_plan(plan)
+        except ValueError as e:
+            out(f"note: `xfer run` needs data this machine lacks: {e}")
         return 0
     if launcher == "submitit":
         return run_submitit(plan, runs, out, cluster, parallel, wait, poll_s, plan_path)

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from . import data, evaluation, features, models, results, tasks, train
+from . import data, evaluation, features, models, results, tasks, train, validate
 
 MLM = "mlm"
 MULTITASK = "multitask"   # label for the paper's multi-task setup: the nine intermediate tasks, one head each
@@ -62,25 +62,7 @@ def parse_intermediate(label: str) -> list[tuple[str, str]]:
     ...
     ValueError: unknown task 'nope'; valid tasks: anli_plus, ccg, commonsenseqa, copa, cosmosqa, hellaswag, mlm, mnli, qqp, siqa, snli, squad, squad_v2, sst2, stsb, bucc2018, mlqa, panx, pawsx, stsb_multi_mt, tatoeba, tydiqa, udpos, xcopa, xnli, xquad
     """
-    if not label or label == results.NO_INTERMEDIATE:
-        raise ValueError("intermediate is 'none': there is nothing to train in the intermediate phase")
-    out = []
-    parts = label.split("+")
-    if parts[0] == MULTITASK:   # the paper's multi-task setting: all nine intermediate tasks
-        parts = list(tasks.PAPER_INTERMEDIATE) + parts[1:]
-    for part in parts:
-        name, _, lang = part.partition("@")
-        t = tasks.get(name)
-        if t.type == "retrieval":
-            raise ValueError(f"{name!r} is a retrieval task and cannot be trained; choose a task with a head")
-        if lang:
-            if name not in tasks.TRANSLATED:
-                raise ValueError(f"no translated data for {name!r}; translated variants exist for: "
-                                 f"{', '.join(tasks.TRANSLATED)}")
-            name = tasks.TRANSLATED[name]
-            tasks.check_language(name, lang)
-        out.append((name, lang or "en"))
-    return out
+    return tasks.parse_intermediate(label)   # the grammar lives in tasks.py (cost.py and validate.py use it too)
 
 
 def _task_data(name: str, lang: str, tokenizer, data_dir, max_train: int, eval_examples: int, seed: int,
@@ -150,7 +132,8 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
                  model_label: str = "", log=print, **train_kw) -> dict:
     """Phase 1: train `model` on the intermediate setup; save the encoder to `<checkpoint_dir>/encoder`; write
     the English dev score of each intermediate task as rows (their own difficulty measure)."""
-    parts = parse_intermediate(intermediate)   # fails fast on a bad label
+    validate.check_run("intermediate", {"model": model, "intermediate": intermediate})   # before any compute
+    parts = parse_intermediate(intermediate)
     run_dir, ckpt = Path(run_dir), Path(checkpoint_dir)
     tokenizer = _tokenizer(model)
     cfg_task = next(n for n, _ in parts if n != MLM) if any(n != MLM for n, _ in parts) else MLM
@@ -205,6 +188,10 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
     """Phase 2 + 3: a fresh head on the encoder `init_from` (or the raw `model`), trained on the target's English
     training task, then zero-shot evaluation in every language. Predictions in XTREME's formats go to
     `<run_dir>/predictions/`."""
+    validate.check_run("target", {"model": model, "target_task": target_task, "intermediate": intermediate,
+                                  "languages": languages, "benchmark": benchmark})
+    if init_from:
+        validate.check_model(init_from, "init_from")
     t = tasks.get(target_task)
     if t.family != "target" or t.train_task is None:
         trainable = [n for n in tasks.PUBLIC if tasks.get(n).family == "target" and tasks.get(n).train_task]
@@ -260,10 +247,17 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
               init_from: str = "", intermediate: str = results.NO_INTERMEDIATE, languages: list[str] | None = None,
               benchmark: str = "xtreme", layer: int = -1, data_dir: str = "", bucc_path: str = "",
               max_examples: int = -1, batch_size: int = 64, seed: int = 1, model_label: str = "",
-              log=print) -> dict:
-    """BUCC / Tatoeba straight from an encoder (no target training): embeddings of one layer, mean-pooled."""
+              bucc_proxy: bool = False, log=print) -> dict:
+    """BUCC / Tatoeba straight from an encoder (no target training): embeddings of one layer, mean-pooled.
+    BUCC reads the original corpora (`bucc_path`, the data_dir mirror's user/bucc2018, or XFER_BUCC_PATH);
+    `bucc_proxy=True` opts in to the hub's gold-pairs-only proxy, whose rows get the split 'proxy-test'."""
     from . import embeddings as E
     from . import retrieval as R
+    validate.check_run("retrieval", {"model": model, "task": task, "intermediate": intermediate, "languages": languages,
+                                     "benchmark": benchmark, "bucc_path": bucc_path, "data_dir": data_dir,
+                                     "bucc_proxy": bucc_proxy})
+    if init_from:
+        validate.check_model(init_from, "init_from")
     if task not in tasks.RETRIEVAL_TASKS:
         raise ValueError(f"{task!r} is not a retrieval task; choose one of: {', '.join(tasks.RETRIEVAL_TASKS)}")
     langs = languages or tasks.languages(task, benchmark)
@@ -300,7 +294,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
             scoring.write_predictions("tatoeba", lg, [int(p) for p in pred], run_dir / "predictions")
         else:
             sc, split, n = _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key,
-                                 run_dir, max_examples)
+                                 run_dir, max_examples, bucc_proxy, log)
         lang_rows = [results.make_row(**base, target_task=task, language=lg, split=split, metric=m, value=float(v),
                                       is_primary=m == tasks.get(task).primary_metric, n_examples=n)
                      for m, v in sc.items()]
@@ -315,16 +309,25 @@ def _tatoeba_acc(pred) -> float:
     return metrics.tatoeba_accuracy([int(p) for p in pred], list(range(len(pred))))
 
 
-def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key, run_dir, max_examples):
+def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key, run_dir, max_examples,
+          bucc_proxy=False, log=print):
     """XTREME's protocol (protocol.md §9): mine each split (distinct sentences; ambiguous duplicates dropped), choose
-    the F1-optimal threshold on the dev ('sample') gold, apply it to test. Without `bucc_path` the hub's gold-pairs-
-    only configs are used: a proxy, labelled as such in the log."""
+    the F1-optimal threshold on the dev gold (BUCC 'sample'), apply it to test (BUCC 'training'), on the original
+    corpora (validate.bucc_corpus: `bucc_path`, the mirror's user/bucc2018, XFER_BUCC_PATH), whole (`max_examples`
+    does not apply: the distractors are the task). Only with `bucc_proxy` and no corpus: the hub's gold-pairs-only
+    configs, a proxy whose rows carry the split 'proxy-test' so that they never pass for BUCC."""
     from . import embeddings as E
     from . import scoring
+    corpus_dir = validate.bucc_corpus(bucc_path, data_dir)
+    if corpus_dir is None and not bucc_proxy:
+        validate.check_bucc([lg], bucc_path, data_dir, bucc_proxy)   # raises: where to get the corpora
     cands = {}
     for split in ("validation", "test"):
-        if bucc_path:
-            corpus = R.read_bucc(bucc_path, lg, R.XTREME_BUCC_SPLITS[split])
+        if corpus_dir is not None:
+            corpus = R.read_bucc(corpus_dir, lg, R.XTREME_BUCC_SPLITS[split])
+            if corpus.gold is None:
+                raise FileNotFoundError(f"no gold file {lg}-en.{corpus.split}.gold in {corpus_dir}; the BUCC 2018 "
+                                        f"sample and training parts come with gold ({validate.BUCC_SOURCE})")
         else:
             ds = data.load("bucc2018", split, lg, data_dir=data_dir or None,
                            max_examples=max_examples if max_examples > 0 else None)
@@ -337,9 +340,12 @@ def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, 
     (dev, dev_corpus), (test, test_corpus) = cands["validation"], cands["test"]
     sc = R.bucc_evaluate(dev, dev_corpus.gold, test, test_corpus.gold)
     threshold = sc.pop("threshold")
-    scoring.write_predictions("bucc2018", lg, sorted(R.bucc_extract(test, threshold)), run_dir / "predictions")
     if test_corpus.proxy:
-        print(f"bucc2018 {lg}: {test_corpus.note}")
+        log(f"bucc2018 {lg}: {test_corpus.note}; rows under split '{tasks.PROXY_SPLIT_PREFIX}test'")
+        return sc, tasks.PROXY_SPLIT_PREFIX + "test", len(test_corpus.gold)
+    scoring.write_predictions("bucc2018", lg, sorted(R.bucc_extract(test, threshold)), run_dir / "predictions")
+    log(f"bucc2018 {lg}: {len(test_corpus.src_sents)} + {len(test_corpus.tgt_sents)} sentences, "
+        f"{len(test_corpus.gold)} gold pairs, threshold {threshold:.4f} (chosen on the sample part)")
     return sc, "test", len(test_corpus.gold)
 
 

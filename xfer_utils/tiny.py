@@ -6,7 +6,11 @@
                                                    names, split names), laid out like the hub repo (README.md with
                                                    `configs:` for parquet repos; <config>/<split>/*.parquet for repos
                                                    read from refs/convert/parquet), so data.load takes the same path
-  DIR/data/user/<task>/...                         data that is not on the hub (CCGbank, LASER Tatoeba, MLM text)
+  DIR/data/user/<task>/...                         data that is not on the hub, in the layouts users bring:
+                                                   ccg/{train,dev,test}.tsv (XFER_CCG_PATH), bucc2018/ (the
+                                                   original BUCC 2018 files, XFER_BUCC_PATH), tatoeba/ (LASER
+                                                   files, XFER_TATOEBA_PATH), mlm/<lang>.txt; a run on this mirror
+                                                   reads them without those variables (data.user_path)
 
 The fixture text carries a learnable signal that is the same in every language: each label has a marker word
 (Latin, shared across languages) hidden among filler words that are language-specific (drawn from the language's
@@ -38,6 +42,8 @@ POS_PREFIX = ["ja", "pa", "va", "xa", "ca", "da", "ia", "na", "ma", "ta", "ra", 
 ENTITIES = {"PER": (["anna", "boris", "chen", "dara", "emil", "fatima"], ["garcia", "ivanova", "smith"]),
             "ORG": (["acme", "globex", "initech", "umbra"], ["corp", "group", "holdings"]),
             "LOC": (["paris", "lagos", "osaka", "quito", "oslo"], ["city", "bay", "hills"])}
+WIKIPEDIA_DUMP = "20231101"      # the wikimedia/wikipedia dump data.mlm_text reads
+BUCC_SIZES = {"sample": 24, "training": 40}   # gold pairs per BUCC part; as many distractors again on each side
 CCG_TAGS = ["N", "NP", "S[dcl]\\NP", "(S[dcl]\\NP)/NP", "N/N", "PP/NP", "."]
 # Unicode blocks for filler words: scripts matter for tokenization, so the tiny world has them too.
 SCRIPTS = {
@@ -188,6 +194,7 @@ def _features(kind: str):
         "MLQA": {"id": s, "title": s, "context": s, "question": s, **qa},
         "bucc18": {"source_sentence": s, "target_sentence": s, "source_lang": s, "target_lang": s},
         "tatoeba": {"source_sentence": s, "target_sentence": s, "source_lang": s, "target_lang": s},
+        "wikipedia": {"id": s, "url": s, "title": s, "text": s},
     }[kind])
 
 
@@ -289,6 +296,9 @@ def _rows(kind: str, lang: Lang, en: Lang, n: int, rng: random.Random, split: st
             src, tgt = _bitext(rng, lang, en, i)
             add(source_sentence=src + "\n", target_sentence=tgt + "\n", source_lang=f"tatoeba.{lang.code}-download",
                 target_lang="eng")
+        elif kind == "wikipedia":   # wikimedia/wikipedia: one article per row, paragraphs separated by "\n"
+            add(id=str(i + 1), url=f"https://{lang.code}.wikipedia.org/wiki?curid={i + 1}", title=f"title{i}",
+                text="\n".join(_sentence(rng, lang) for _ in range(rng.randint(3, 6))))
         else:
             raise ValueError(f"no fixture generator for {kind!r}")
     return cols
@@ -344,6 +354,8 @@ def _mirror_spec() -> list[tuple[str, str, str, str, str, str]]:
         add(xt, f"bucc18.{lg}", ["validation", "test"], "bucc18", lg)
     for lg in tasks.languages("tatoeba", "xtreme"):
         add(xt, f"tatoeba.{tasks.TATOEBA_CODES[lg]}", ["validation"], "tatoeba", lg)
+    for lg in world_languages():   # MLM co-training text, `mlm_text: wikipedia` (data.mlm_text)
+        add("wikimedia/wikipedia", f"{WIKIPEDIA_DUMP}.{lg}", ["train"], "wikipedia", lg)
     return spec
 
 
@@ -415,10 +427,38 @@ def _write_user_data(root: Path, langs: dict, seed: int, sizes: dict) -> None:
         pairs = [_bitext(rng, langs[lg], en, i) for i in range(sizes["test"])]
         (tat / f"tatoeba.{c3}-eng.{c3}").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
         (tat / f"tatoeba.{c3}-eng.eng").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    _write_bucc(root / "bucc2018", langs, seed)
     mlm = root / "mlm"
     mlm.mkdir(parents=True, exist_ok=True)
     for lg in world_languages():
         (mlm / f"{lg}.txt").write_text("".join(_sentence(rng, langs[lg]) + "\n" for _ in range(64)), encoding="utf-8")
+
+
+def _write_bucc(root: Path, langs: dict, seed: int) -> None:
+    """BUCC 2018 corpora in the original layout (<lang>-en.{sample,training}.{<lang>,en,gold}: 'id<TAB>sentence',
+    gold 'src_id<TAB>tgt_id'): translation pairs (shared content words: the learnable signal) mixed, in shuffled
+    order, with as many non-parallel distractor sentences on each side, as the real comparable corpora are."""
+    root.mkdir(parents=True, exist_ok=True)
+    en = langs["en"]
+    for lg in tasks.all_languages("bucc2018"):
+        for part, n in BUCC_SIZES.items():
+            rng = random.Random(f"{seed}|bucc|{lg}|{part}")
+            pairs = [_bitext(rng, langs[lg], en, i) for i in range(n)]
+            src = [(s, k) for k, (s, _) in enumerate(pairs)] + [(_bitext(rng, langs[lg], en, n + i)[0], None)
+                                                                 for i in range(n)]
+            tgt = [(t, k) for k, (_, t) in enumerate(pairs)] + [(_bitext(rng, langs[lg], en, 2 * n + i)[1], None)
+                                                                 for i in range(n)]
+            rng.shuffle(src)
+            rng.shuffle(tgt)
+            src_ids = {k: f"{lg}-{i + 1:09d}" for i, (_, k) in enumerate(src) if k is not None}
+            tgt_ids = {k: f"en-{i + 1:09d}" for i, (_, k) in enumerate(tgt) if k is not None}
+            stem = root / f"{lg}-en.{part}"
+            Path(f"{stem}.{lg}").write_text("".join(f"{lg}-{i + 1:09d}\t{s}\n" for i, (s, _) in enumerate(src)),
+                                            encoding="utf-8")
+            Path(f"{stem}.en").write_text("".join(f"en-{i + 1:09d}\t{t}\n" for i, (t, _) in enumerate(tgt)),
+                                          encoding="utf-8")
+            Path(f"{stem}.gold").write_text("".join(f"{src_ids[k]}\t{tgt_ids[k]}\n" for k in range(n)),
+                                            encoding="utf-8")
 
 
 # ---------------------------------------------------------------- the tiny model
@@ -502,11 +542,14 @@ def build(root: str | Path, seed: int = 0, sizes: dict | None = None, overwrite:
     return out
 
 
+REQUIRED = ("user/bucc2018", "wikimedia/wikipedia")   # fixtures added after the first worlds were built
+
+
 def ensure(root: str | Path, seed: int = 0) -> dict[str, Path]:
     """Build the world once; later calls reuse it (tests and the smoke plan share one world)."""
     root = Path(root)
-    if not (root / "world.json").exists():
-        return build(root, seed=seed)
+    if not (root / "world.json").exists() or any(not (root / "data" / p).exists() for p in REQUIRED):
+        return build(root, seed=seed)     # a world built before these fixtures existed is rebuilt once
     return {"data": root / "data", **{n: root / "models" / n for n in MODEL_SIZES}}
 
 

@@ -1,0 +1,194 @@
+"""One plan-time validator of parameter *values* (plans.validate checks their types): task names, languages,
+benchmark, intermediate labels, model names and the BUCC corpus. The runner calls `check_plan` before any notebook
+starts (`xfer run`, and so `xfer rehearse`); the phase functions of runs.py call the same `check_run` at their
+start, so a notebook run by hand fails the same way. Every failure is one sentence naming the valid choices.
+
+Which checks apply depends on what the run does, read from its notebook (the phase function it calls):
+``10_intermediate`` trains an intermediate label, ``20_target`` a target task, ``30_retrieval`` evaluates a
+retrieval task; for any other notebook the values it declares are checked key by key (``benchmark``, ``targets``,
+``model``). Phase cycles (``needs:``/``after:``) are caught earlier, when plans.expand orders the phases.
+
+>>> check_run("target", {"target_task": "xnlii"})
+Traceback (most recent call last):
+...
+ValueError: target_task 'xnlii' is not a trainable target task; valid target tasks: mlqa, panx, pawsx, stsb_multi_mt, tydiqa, udpos, xcopa, xnli, xquad
+>>> check_run("intermediate", {"intermediate": "mnli@xx"})
+Traceback (most recent call last):
+...
+ValueError: intermediate 'mnli@xx': task 'mnli_mt' has no language 'xx'; valid languages: ar, bg, de, el, en, es, fr, hi, ru, sw, th, tr, ur, vi, zh
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from . import tasks
+
+KINDS = ("intermediate", "target", "retrieval")
+NOTEBOOK_KINDS = {"10_intermediate": "intermediate", "20_target": "target", "30_retrieval": "retrieval"}
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+BUCC_SOURCE = "https://comparable.limsi.fr/bucc2018/"
+_GRAMMAR = ("a task name, 'a+b' (multi-task), 'multitask' (the paper's nine tasks), 'a+mlm' (MLM co-training), "
+            "'mnli@<lang>' (translated data)")
+
+
+def trainable_targets() -> list[str]:
+    return sorted(n for n in tasks.PUBLIC if tasks.get(n).family == "target" and tasks.get(n).train_task)
+
+
+def _intermediate_names() -> list[str]:
+    return [n for n in tasks.PUBLIC if tasks.get(n).family == "intermediate"]
+
+
+def check_intermediate(label, allow_none: bool = False) -> None:
+    """An intermediate label of the grammar (tasks.parse_intermediate); `allow_none`: 'none' (the baseline) too."""
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError(f"intermediate {label!r} is empty; give {_GRAMMAR}" + (", or 'none'" if allow_none else ""))
+    if label == tasks.NO_INTERMEDIATE:
+        if allow_none:
+            return
+        raise ValueError("intermediate 'none' has nothing to train; choose " + _GRAMMAR + " from: "
+                         + ", ".join(_intermediate_names()))
+    try:
+        tasks.parse_intermediate(label)
+    except ValueError as e:
+        msg = str(e)
+        if msg.startswith("unknown task"):     # name the intermediate tasks, not every task of the registry
+            bad = msg.split("'")[1]
+            msg = f"unknown intermediate task {bad!r}; valid tasks: {', '.join(_intermediate_names())}"
+        raise ValueError(f"intermediate {label!r}: {msg}") from None
+
+
+def check_benchmark(benchmark) -> None:
+    if benchmark not in tasks.BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; valid benchmarks: {', '.join(tasks.BENCHMARKS)}")
+
+
+def check_languages(task: str, languages) -> None:
+    if languages in (None, "", []):
+        return
+    if not isinstance(languages, (list, tuple)):
+        raise ValueError(f"languages must be a list of language codes, got {languages!r}; valid languages of "
+                         f"{task}: {', '.join(tasks.all_languages(task))}")
+    for lg in languages:
+        tasks.check_language(task, lg)
+
+
+def _tiny_names() -> set[str]:
+    from . import tiny
+    names = set(tiny.MODEL_SIZES)
+    try:   # tiny models of other architecture families, when that module is there
+        from . import tiny_families as tf
+        for attr in ("MODELS", "FAMILIES", "NAMES", "MODEL_NAMES", "TINY_MODELS"):
+            v = getattr(tf, attr, None)
+            if isinstance(v, (dict, list, tuple, set)):
+                names |= {str(x) for x in v}
+    except ImportError:
+        pass
+    return names
+
+
+def check_model(name, what: str = "model") -> None:
+    """A hub id (org/name), a model of the ladder or the tiny world (by name), or an existing folder."""
+    from . import ladder
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} is empty; give a hub id (org/name), a ladder or tiny model name, or a folder")
+    from .env import REPO   # notebooks and the runner work in the repo root: relative folders are read there
+    if name in _tiny_names() or Path(name).expanduser().is_dir() or (REPO / name).is_dir():
+        return
+    if "/" not in name and ladder.lookup(name) is not None:
+        return
+    if HUB_ID.fullmatch(name) and not name.startswith((".", "~")):
+        return
+    raise ValueError(f"{what} {name!r} is neither a hub id (org/name), a model of the ladder or the tiny world, nor "
+                     f"an existing folder; valid names: {', '.join(sorted(_tiny_names() | set(ladder.names())))}, "
+                     f"any hub id, or a checkpoint folder")
+
+
+def bucc_corpus(bucc_path: str = "", data_dir="") -> Path | None:
+    """Where the original BUCC 2018 corpora are: the `bucc_path` parameter, else the data_dir mirror's
+    ``user/bucc2018`` (the tiny world has a fixture corpus; 'tiny' counts before the world is built), else
+    XFER_BUCC_PATH (see data.user_path); None when there is none."""
+    if bucc_path:
+        return Path(bucc_path)
+    if data_dir == "tiny":
+        from .env import tiny_dir
+        return tiny_dir() / "data" / "user" / "bucc2018"
+    from . import data
+    return data.user_path(tasks.get("bucc2018"), data.data_dir_from(data_dir), required=False)
+
+
+def check_bucc(languages, bucc_path: str = "", data_dir="", bucc_proxy: bool = False) -> None:
+    """BUCC needs the original corpora (or an explicit opt-in to the gold-pairs-only proxy)."""
+    if bucc_proxy:
+        return
+    path = bucc_corpus(bucc_path, data_dir)
+    if path is None:
+        raise ValueError(f"bucc2018 needs the original BUCC 2018 corpora (<lang>-en.{{sample,training}}.{{<lang>,en,"
+                         f"gold}}): download them from {BUCC_SOURCE} and set XFER_BUCC_PATH or the bucc_path "
+                         f"parameter to their folder, or set bucc_proxy: true to score the hub's gold-pairs-only "
+                         f"proxy (reported under its own split, never as BUCC)")
+    if data_dir == "tiny" and not bucc_path and not path.exists():
+        return       # the tiny world is built at the run's start and writes its fixture corpus there
+    for lg in languages or tasks.languages("bucc2018"):
+        names = [f"{lg}-en.{part}.{ext}" for part in ("sample", "training") for ext in (lg, "en", "gold")]
+        missing = [n for n in names if not (path / n).exists() and not (path / f"{lg}-en" / n).exists()]
+        if missing:
+            raise ValueError(f"the BUCC 2018 folder {path} lacks {', '.join(missing)}; it needs "
+                             f"<lang>-en.{{sample,training}}.{{<lang>,en,gold}} for each language (from "
+                             f"{BUCC_SOURCE}), or set bucc_proxy: true to score the gold-pairs-only proxy")
+
+
+def check_run(kind: str | None, params: dict, corpora: bool = True) -> None:
+    """Check one run's parameter values; `kind`: 'intermediate', 'target', 'retrieval' or None (only the values
+    present are checked key by key); `corpora`: also check that user-provided corpora (BUCC) are there. Raises
+    ValueError (one sentence) on the first bad value."""
+    p = params
+    if kind not in KINDS + (None,):
+        raise ValueError(f"unknown run kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    if "benchmark" in p:
+        check_benchmark(p["benchmark"])
+    if kind is not None and "model" in p:   # analysis notebooks' `model` filters the table: any label
+        check_model(p["model"])
+    if kind == "intermediate":
+        check_intermediate(p.get("intermediate"), allow_none=False)
+    elif kind == "target":
+        task = p.get("target_task")
+        if task not in trainable_targets():
+            raise ValueError(f"target_task {task!r} is not a trainable target task; valid target tasks: "
+                             f"{', '.join(trainable_targets())}")
+        check_intermediate(p.get("intermediate", tasks.NO_INTERMEDIATE), allow_none=True)
+        check_languages(task, p.get("languages"))
+    elif kind == "retrieval":
+        task = p.get("task")
+        if task not in tasks.RETRIEVAL_TASKS:
+            raise ValueError(f"task {task!r} is not a retrieval task; valid tasks: {', '.join(tasks.RETRIEVAL_TASKS)}")
+        check_intermediate(p.get("intermediate", tasks.NO_INTERMEDIATE), allow_none=True)
+        check_languages(task, p.get("languages"))
+        if task == "bucc2018" and corpora:
+            check_bucc(p.get("languages"), p.get("bucc_path") or "", p.get("data_dir", ""),
+                       bool(p.get("bucc_proxy", False)))
+    else:
+        for t in p.get("targets") or []:
+            if t not in tasks.REGISTRY:
+                raise ValueError(f"targets: unknown task {t!r}; valid tasks: {', '.join(tasks.PUBLIC)}")
+
+
+def kind_of_notebook(notebook) -> str | None:
+    return NOTEBOOK_KINDS.get(Path(notebook).stem)
+
+
+def check_plan(plan, runs=None, corpora: bool = True) -> None:
+    """Every run's values (after plans.validate filled `run.resolved`), before anything runs: one ValueError naming
+    the run and the first bad value (and how many more runs are bad). `corpora=False` (a dry run, which only
+    prices the plan) leaves out the check that user-provided corpora are present."""
+    errors = []
+    for run in plan.runs if runs is None else runs:
+        try:
+            check_run(kind_of_notebook(run.notebook), run.resolved or run.params, corpora)
+        except ValueError as e:
+            errors.append(f"run {run.run_id!r} (phase {run.phase!r}): {e}")
+    if errors:
+        more = f" (and {len(errors) - 1} more run{'s' * (len(errors) > 2)} with bad values)" if len(errors) > 1 else ""
+        raise ValueError(errors[0] + more + "; nothing was run")
+
