@@ -188,8 +188,9 @@ _TASKS: list[Task] = [
     Task("ccg", "intermediate", "tagging", Source("user", None, {"train": "train", "validation": "dev",
                                                                "test": "test"}),
          EN, user_path="XFER_CCG_PATH", max_length=256, metrics=("accuracy",), primary_metric="accuracy",
-         note="scored by per-word supertag accuracy (jiant's CCG task); CCGbank supertagging (LDC2005T13, licensed: https://catalog.ldc.upenn.edu/LDC2005T13); "
-              "files {train,dev,test}.tsv, one 'word<TAB>supertag' per line, blank line between sentences"),
+         note="CCGbank supertagging (LDC2005T13, licensed: https://catalog.ldc.upenn.edu/LDC2005T13); "
+              "files {train,dev,test}.tsv, one 'word<TAB>supertag' per line, blank line between sentences; scored by "
+              "per-word supertag accuracy (jiant's CCG task)"),
     Task("siqa", "intermediate", "multiple_choice",
          Source("allenai/social_i_qa", "default", _TV, revision=_PARQUET, labels="str_int_1based",
                 fields={"context": "context", "question": "question", "choices": "answerA,answerB,answerC",

@@ -139,6 +139,32 @@ def check_bucc(languages, bucc_path: str = "", data_dir="", bucc_proxy: bool = F
                              f"{BUCC_SOURCE}), or set bucc_proxy: true to score the gold-pairs-only proxy")
 
 
+USER_FILES = {"ccg": ("train.tsv", "dev.tsv", "test.tsv")}
+
+
+def check_user_corpus(task: str, data_dir="", languages=()) -> None:
+    """Data that is not on the hub (CCGbank; LASER Tatoeba files for the XTREME-R extras) must be where data.load
+    will look: the data_dir mirror's user/<task>, else the task's environment variable."""
+    from . import data
+    t = tasks.get(task)
+    if task == "tatoeba":
+        extra = [lg for lg in languages if (t.source_for(lg) or t.source).hub_id == "user"]
+        if not extra:
+            return
+        files = [f"tatoeba.{tasks.TATOEBA_CODES[lg]}-eng.{ext}" for lg in extra
+                 for ext in (tasks.TATOEBA_CODES[lg], "eng")]
+    else:
+        files = list(USER_FILES.get(task, ()))
+    if data_dir == "tiny":
+        return       # the tiny world carries every user-path fixture (built at the run's start)
+    path = data.user_path(t, data.data_dir_from(data_dir), required=False)
+    missing = files if path is None else [f for f in files if not (path / f).exists()]
+    if missing:
+        where = f"{t.user_path} is not set" if path is None else f"{path} lacks {', '.join(missing)}"
+        raise ValueError(f"{task} data is not on the hub and {where}; set {t.user_path} to the folder holding "
+                         f"{', '.join(files)} ({t.note})")
+
+
 def check_run(kind: str | None, params: dict, corpora: bool = True) -> None:
     """Check one run's parameter values; `kind`: 'intermediate', 'target', 'retrieval' or None (only the values
     present are checked key by key); `corpora`: also check that user-provided corpora (BUCC) are there. Raises
@@ -152,6 +178,10 @@ def check_run(kind: str | None, params: dict, corpora: bool = True) -> None:
         check_model(p["model"])
     if kind == "intermediate":
         check_intermediate(p.get("intermediate"), allow_none=False)
+        if corpora:
+            for name, _ in tasks.parse_intermediate(p["intermediate"]):
+                if tasks.get(name).user_path:
+                    check_user_corpus(name, p.get("data_dir", ""))
     elif kind == "target":
         task = p.get("target_task")
         if task not in trainable_targets():
@@ -168,6 +198,9 @@ def check_run(kind: str | None, params: dict, corpora: bool = True) -> None:
         if task == "bucc2018" and corpora:
             check_bucc(p.get("languages"), p.get("bucc_path") or "", p.get("data_dir", ""),
                        bool(p.get("bucc_proxy", False)))
+        elif corpora:
+            check_user_corpus(task, p.get("data_dir", ""),
+                              p.get("languages") or tasks.languages(task, p.get("benchmark", "xtreme")))
     else:
         for t in p.get("targets") or []:
             if t not in tasks.REGISTRY:
