@@ -316,8 +316,9 @@ def test_tatoeba_real_files_are_line_aligned(lang):
 
 
 def test_both_retrieval_phases_run_on_the_tiny_world(world, tmp_path):
-    """runs.retrieval end to end for BUCC (hub proxy: mine dev and test, F1-optimal dev threshold) and Tatoeba,
-    from the raw tiny encoder: one row per metric and language, predictions written, scores in range."""
+    """runs.retrieval end to end for BUCC (the mirror's original-layout corpus: mine sample and training, F1-optimal
+    sample threshold) and Tatoeba, from the raw tiny encoder: one row per metric and language, predictions written,
+    scores in range."""
     import json as _json
 
     from xfer_utils import runs
