@@ -354,7 +354,7 @@ def _mirror_spec() -> list[tuple[str, str, str, str, str, str]]:
         add(xt, f"bucc18.{lg}", ["validation", "test"], "bucc18", lg)
     for lg in tasks.languages("tatoeba", "xtreme"):
         add(xt, f"tatoeba.{tasks.TATOEBA_CODES[lg]}", ["validation"], "tatoeba", lg)
-    for lg in world_languages():   # MLM co-training text, `mlm_text: wikipedia` (data.mlm_text)
+    for lg in tasks.languages("xnli"):   # `mlm_text: wikipedia` in the MLM default languages (data.mlm_text)
         add("wikimedia/wikipedia", f"{WIKIPEDIA_DUMP}.{lg}", ["train"], "wikipedia", lg)
     return spec
 
