@@ -148,6 +148,15 @@ def test_bucc_without_corpus_says_where_to_get_it(tmp_path, no_kernel):
                              f"the BUCC 2018 folder {empty} lacks de-en.sample.de", "bucc_proxy: true")
 
 
+def test_mlm_text_source(tmp_path, no_kernel):
+    phases = {"intermediate": {"notebook": NB["intermediate"], "params": {"mlm_text": str(tmp_path / "nowhere")},
+                               "grid": {"intermediate": "mnli+mlm"}}}
+    _fails_before_any_kernel(tmp_path, no_kernel, _plan(tmp_path, phases), f"mlm_text '{tmp_path / 'nowhere'}'",
+                             "valid: 'wikipedia', a folder of <lang>.txt files")
+    for source, data_dir in (("wikipedia", ""), ("", "tiny"), (str(tmp_path), "")):
+        validate.check_run("intermediate", {"intermediate": "mnli+mlm", "mlm_text": source, "data_dir": data_dir})
+
+
 def test_ccg_without_its_corpus(tmp_path, no_kernel, monkeypatch):
     monkeypatch.delenv("XFER_CCG_PATH", raising=False)
     _fails_before_any_kernel(tmp_path, no_kernel, _plan(tmp_path, _intermediate("mnli+ccg"), {"data_dir": ""}),

@@ -132,7 +132,8 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
                  model_label: str = "", log=print, **train_kw) -> dict:
     """Phase 1: train `model` on the intermediate setup; save the encoder to `<checkpoint_dir>/encoder`; write
     the English dev score of each intermediate task as rows (their own difficulty measure)."""
-    validate.check_run("intermediate", {"model": model, "intermediate": intermediate, "data_dir": data_dir})
+    validate.check_run("intermediate", {"model": model, "intermediate": intermediate, "data_dir": data_dir,
+                                        "mlm_text": mlm_text})
     parts = parse_intermediate(intermediate)
     run_dir, ckpt = Path(run_dir), Path(checkpoint_dir)
     tokenizer = _tokenizer(model)

@@ -165,6 +165,18 @@ def check_user_corpus(task: str, data_dir="", languages=()) -> None:
                          f"{', '.join(files)} ({t.note})")
 
 
+def check_mlm_text(source, data_dir="") -> None:
+    """MLM co-training text (data.mlm_text): 'wikipedia' (the hub, or a mirror holding it), a folder of <lang>.txt
+    files, or '' / 'tiny' for the data_dir mirror's own user/mlm."""
+    from .env import REPO
+    if source == "wikipedia" or (source in ("", "tiny") and data_dir):
+        return
+    if source not in ("", "tiny") and (Path(source).is_dir() or (REPO / source).is_dir()):
+        return
+    raise ValueError(f"mlm_text {source!r} is no MLM text source here; valid: 'wikipedia', a folder of <lang>.txt "
+                     f"files, or '' with a data_dir mirror that has user/mlm (the tiny world)")
+
+
 def check_run(kind: str | None, params: dict, corpora: bool = True) -> None:
     """Check one run's parameter values; `kind`: 'intermediate', 'target', 'retrieval' or None (only the values
     present are checked key by key); `corpora`: also check that user-provided corpora (BUCC) are there. Raises
@@ -182,6 +194,8 @@ def check_run(kind: str | None, params: dict, corpora: bool = True) -> None:
             for name, _ in tasks.parse_intermediate(p["intermediate"]):
                 if tasks.get(name).user_path:
                     check_user_corpus(name, p.get("data_dir", ""))
+                if name == "mlm":
+                    check_mlm_text(p.get("mlm_text", ""), p.get("data_dir", ""))
     elif kind == "target":
         task = p.get("target_task")
         if task not in trainable_targets():
