@@ -226,3 +226,13 @@ def test_phase_functions_use_the_same_validator(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="is neither a hub id"):
         runs.target("no such model", "xnli", **kw)
     assert not (tmp_path / "c").exists()
+
+
+def test_analysis_notebook_values(tmp_path, no_kernel):
+    """Notebooks without a phase function (the follow-up analyses) get their declared values checked key by key."""
+    nb = str(REPO / "notebooks" / "51_rq_size.ipynb")
+    for params, needle in (({"targets": ["xnli", "xcopaa"]}, "targets: unknown task 'xcopaa'; valid tasks: anli_plus"),
+                           ({"benchmark": "xtreme_r"}, "unknown benchmark 'xtreme_r'; valid benchmarks: xtreme, xtreme-r")):
+        p = tmp_path / "rq.yaml"
+        p.write_text(yaml.safe_dump({"name": "rq", "phases": {"rq": {"notebook": nb, "params": params}}}))
+        _fails_before_any_kernel(tmp_path, no_kernel, p, needle)
