@@ -93,6 +93,18 @@ def test_squad_v2_evaluation_path_scores_empty_gold(world):
     assert sc["exact_match"] == pytest.approx(100 * len(empty) / len(ds)) == sc["f1"]
 
 
+def test_squad_v2_intermediate_run_reaches_its_dev_scores(world, tmp_path):
+    """A squad_v2 intermediate run evaluates its English dev set (empty gold lists raised before)."""
+    rd = tmp_path / "run"
+    rd.mkdir()
+    runs.intermediate(str(world["tiny-xlmr-s"]), "squad_v2", run_id="v2", plan="t", run_dir=str(rd),
+                      checkpoint_dir=str(tmp_path / "ckpt"), data_dir=str(world["data"]), max_train_examples=8,
+                      max_steps=1, eval_every=1, checkpoint_every=1, eval_examples=16, batch_size=4,
+                      log=lambda *a: None)
+    rows = [json.loads(x) for x in (rd / "metrics.jsonl").read_text().splitlines()]
+    assert {r["metric"] for r in rows} == {"exact_match", "f1"} and all(0 <= r["value"] <= 100 for r in rows)
+
+
 def test_null_answer_threshold():
     """Reference v2 post-processing: '' when null score - best span score > threshold (default 0.0)."""
     offsets = [None, (0, 1), (2, 3)]
