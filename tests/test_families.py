@@ -199,20 +199,31 @@ def test_encoder_save_load_round_trip_is_exact(world, fam, name, tmp_path):
 
 # ---------------------------------------------------------------- memory strategies: LoRA, FSDP wrap unit
 @pytest.mark.parametrize("name", FAMILIES)
-def test_lora_adapts_the_attention_of_every_layer_and_trains_only_adapters_and_heads(world, fam, name):
+def test_lora_adapts_the_attention_of_every_layer_and_trains_only_adapters_and_heads(world, fam, name, tmp_path):
+    """The planner's 'lora' strategy (adapters + gradient checkpointing, launch.strategy_options) on each family."""
     pytest.importorskip("peft")
     path, tok = fam[name]
-    net, _ = models.build(path, {"mnli": ("pair_classification", 3)}, seed=1)
+    td = _task(world, tok, "mnli")
+    net, _ = models.build(path, runs._heads([td], tok), seed=1)
     n_layers = embeddings.num_layers(net.encoder)
+    frozen = {n: p.detach().clone() for n, p in net.encoder.named_parameters()}
     launch.add_lora(net, rank=4)
     trainable = [n for n, p in net.named_parameters() if p.requires_grad]
     assert all("lora_" in n or n.startswith("heads.") for n in trainable), trainable
     adapted = {n.rsplit(".lora_A", 1)[0] for n in trainable if ".lora_A" in n}
     assert len(adapted) == 4 * n_layers, sorted(adapted)     # q, k, v and the output projection of every layer
-    batch = features.collate(_task(world, tok, "mnli").train[:4], tok.pad_token_id, multiple_of=1)
-    net.train()
-    net("mnli", batch)["loss"].backward()
-    assert all(p.grad is not None for n, p in net.named_parameters() if p.requires_grad and "lora_B" in n)
+    td.dev = None
+    options = {k: v for k, v in launch.strategy_options("lora").items() if k != "lora_rank"}   # + checkpointing
+    cfg = train.TrainConfig(lr=1e-2, max_steps=2, batch_size=4, eval_every=0, checkpoint_every=0, patience=0,
+                            **options)
+    assert cfg.gradient_checkpointing
+    train.train(net, tok, [td], cfg, tmp_path / "ck", progress=False, log=lambda m: None)
+    lora_b = [p for n, p in net.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b), "the adapters did not train (B starts at 0)"
+    base = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
+            for n, p in net.encoder.named_parameters() if "lora_" not in n}
+    assert all(torch.equal(base[n], v) for n, v in frozen.items()), "a frozen encoder weight moved"
+    batch = features.collate(td.train[:4], tok.pad_token_id, multiple_of=1)
     before = _eval_logits(net, "mnli", batch)
     launch.merge_lora(net)                                    # what is saved for the next phase: a plain encoder
     assert not any("lora_" in n for n, _ in net.named_parameters())
