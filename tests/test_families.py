@@ -42,6 +42,8 @@ def _task(world, tok, task, n=16):
 
 # ---------------------------------------------------------------- names
 def test_tiny_for_maps_every_ladder_model_to_the_tiny_model_of_its_family():
+    assert set(tiny_families.NAMES) == set(tiny_families._builders())
+    assert set(tiny_families.FAMILY_MODELS.values()) <= set(tiny_families.NAMES) | set(tiny.MODEL_SIZES)
     for m in ladder.ladder():
         want = m.name if m.name in tiny.MODEL_SIZES else tiny_families.FAMILY_MODELS[m.family]
         for key in [m.name, *m.aliases, *([m.hub_id] if m.hub_id else [])]:

@@ -1,8 +1,9 @@
 """What every notebook does first: find the repo, resolve model/data names, seed, report the environment.
 
-Model names of the offline tiny world (`tiny-xlmr-s`, `tiny-xlmr-m`; the other families' `tiny-bert`, ...:
-tiny_families.NAMES) and the data dir `tiny` resolve to a world built once under XFER_TINY_DIR (default `<repo>/.cache/tiny`), so notebook defaults run offline in seconds; any
+Model names of the offline tiny world (`tiny-xlmr-s`, `tiny-xlmr-m`) and the data dir `tiny` resolve to a world
+built once under XFER_TINY_DIR (default `<repo>/.cache/tiny`), so notebook defaults run offline in seconds; any
 other name is passed to `from_pretrained` unchanged (hub id or local folder).
+The other architecture families' tiny models (`tiny-bert`, ...: tiny_families.NAMES) are built there on first use.
 """
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ def _distilbert(out: Path, world: dict) -> None:
 def _deberta(out: Path, world: dict) -> None:
     from transformers import DebertaV2Config, DebertaV2ForMaskedLM, DebertaV2Tokenizer
     vocab = [("[PAD]", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[UNK]", 0.0)] + _xlmr_pieces(world) + [("[MASK]", 0.0)]
-    tok = DebertaV2Tokenizer(vocab=vocab)         # mDeBERTa's id layout: [PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3, [MASK] last
+    tok = DebertaV2Tokenizer(vocab=vocab)    # mDeBERTa's id layout: [PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3, [MASK] last
     _seeded()
     # microsoft/mdeberta-v3-base's attention settings at tiny sizes: disentangled relative attention, no absolute
     # positions in the input, no token type embeddings (type_vocab_size 0)
