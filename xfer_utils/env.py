@@ -3,6 +3,7 @@
 Model names of the offline tiny world (`tiny-xlmr-s`, `tiny-xlmr-m`) and the data dir `tiny` resolve to a world
 built once under XFER_TINY_DIR (default `<repo>/.cache/tiny`), so notebook defaults run offline in seconds; any
 other name is passed to `from_pretrained` unchanged (hub id or local folder).
+The other architecture families' tiny models (`tiny-bert`, ...: tiny_families.NAMES) are built there on first use.
 """
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ def tiny_dir() -> Path:
 
 
 def resolve_model(name: str) -> str:
-    from . import tiny
+    from . import tiny, tiny_families
     if name in tiny.MODEL_SIZES:
         return str(tiny.ensure(tiny_dir())[name])
+    if name in tiny_families.NAMES:     # tiny models of the other architecture families, built on first use
+        return str(tiny_families.ensure(name, tiny_dir()))
     return name
 
 

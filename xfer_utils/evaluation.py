@@ -29,7 +29,8 @@ def predict(model, head: str, task_type: str, feats: list[dict], pad_id: int, ba
         torch.cuda.is_bf16_supported() else torch.autocast("cpu", enabled=False)
     for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc=f"predict {head}", leave=False):
         idx = order[b:b + batch_size]
-        batch = features.collate([{"input_ids": feats[i]["input_ids"], "length": feats[i]["length"]} for i in idx],
+        batch = features.collate([{k: feats[i][k] for k in ("input_ids", "length", "token_type_ids") if k in feats[i]}
+                                  for i in idx],
                                  pad_id, pad_to=pad_to, multiple_of=features.pad_multiple(dev))
         with autocast:
             logits = model(head, {k: v.to(dev) for k, v in batch.items()})["logits"].float().cpu()

@@ -13,6 +13,14 @@ IGNORE = -100
 COPA_QUESTION = {"cause": "What was the cause?", "effect": "What happened as a result?"}
 
 
+def _types(enc, i: int) -> dict:
+    """{'token_type_ids': ...} of sequence `i` when the tokenizer gave segment ids that are not all 0 (BERT-style
+    pairs: 0 for the first segment, 1 for the second), else {}; whether the encoder uses them is the model's
+    business (models.uses_token_types)."""
+    types = enc.get("token_type_ids")
+    return {"token_type_ids": types[i]} if types is not None and any(types[i]) else {}
+
+
 def _pair_args(ds):
     a = list(ds["text_a"])
     b = list(ds["text_b"]) if "text_b" in ds.column_names else None
@@ -21,10 +29,11 @@ def _pair_args(ds):
 
 def classification(ds, tokenizer, max_length: int, regression: bool = False):
     a, b = _pair_args(ds)
-    enc = tokenizer(a, b, truncation=True, max_length=max_length) if b is not None else \
+    enc = tokenizer(a, b, truncation=True, max_length=max_length, return_token_type_ids=True) if b is not None else \
         tokenizer(a, truncation=True, max_length=max_length)
     labels = [float(x) for x in list(ds["label"])] if regression else [int(x) for x in ds["label"]]
-    return [{"input_ids": ids, "labels": y, "length": len(ids)} for ids, y in zip(enc["input_ids"], labels)]
+    return [{"input_ids": ids, "labels": y, "length": len(ids), **_types(enc, i)}
+            for i, (ids, y) in enumerate(zip(enc["input_ids"], labels))]
 
 
 def multiple_choice(ds, tokenizer, max_length: int):
@@ -32,9 +41,12 @@ def multiple_choice(ds, tokenizer, max_length: int):
     feats = []
     for ctx, q, choices, y in zip(*(list(ds[c]) for c in ("context", "question", "choices", "label"))):
         first = " ".join(x for x in (ctx, COPA_QUESTION.get(q, q)) if x)
-        enc = tokenizer([first] * len(choices), list(choices), truncation=True, max_length=max_length)
+        enc = tokenizer([first] * len(choices), list(choices), truncation=True, max_length=max_length,
+                        return_token_type_ids=True)
+        types = [_types(enc, j).get("token_type_ids", [0] * len(x)) for j, x in enumerate(enc["input_ids"])]
         feats.append({"input_ids": enc["input_ids"], "labels": int(y),
-                      "length": max(len(x) for x in enc["input_ids"]) * len(choices)})
+                      "length": max(len(x) for x in enc["input_ids"]) * len(choices),
+                      **({"token_type_ids": types} if any(map(any, types)) else {})})
     return feats
 
 
@@ -96,7 +108,7 @@ def span_qa(ds, tokenizer, max_length: int = 384, doc_stride: int = 128, train: 
     doc_stride = min(doc_stride, max_length // 3)   # the overlap must leave room for question + context
     questions = [q.lstrip() for q in ds["question"]]   # leading spaces waste window room (as HF's run_qa)
     enc = tokenizer(questions, list(ds["context"]), truncation="only_second", max_length=max_length, stride=doc_stride,
-                    return_overflowing_tokens=True, return_offsets_mapping=True)
+                    return_overflowing_tokens=True, return_offsets_mapping=True, return_token_type_ids=True)
     all_answers = list(ds["answers"]) if train else None
     feats = []
     for j, ids in enumerate(enc["input_ids"]):
@@ -104,6 +116,7 @@ def span_qa(ds, tokenizer, max_length: int = 384, doc_stride: int = 128, train: 
         seq = enc.sequence_ids(j)
         offsets = enc["offset_mapping"][j]
         f = {"input_ids": ids, "length": len(ids), "example_index": ex}
+        f.update(_types(enc, j))
         if train:
             ans = all_answers[ex]
             start_pos = end_pos = 0
@@ -135,7 +148,18 @@ def build(task_type: str, ds, tokenizer, max_length: int, train: bool = True, do
     raise ValueError(f"no features for task type {task_type!r}")
 
 
+def require_mask_token(tokenizer) -> None:
+    """MLM co-training masks tokens: a tokenizer without a mask token (T5/mT5, pre-trained with span corruption)
+    cannot take part; fail before any training."""
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"MLM co-training ('+mlm') needs a tokenizer with a mask token and "
+                         f"{getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} has none (T5/mT5 "
+                         f"encoders were pre-trained with span corruption, not masked-LM): drop '+mlm' from the "
+                         f"intermediate label for this model")
+
+
 def mlm_features(texts: list[str], tokenizer, max_length: int = 128):
+    require_mask_token(tokenizer)
     enc = tokenizer(texts, truncation=True, max_length=max_length)
     return [{"input_ids": ids, "length": len(ids)} for ids in enc["input_ids"] if len(ids) > 2]
 
@@ -178,6 +202,15 @@ def collate(feats: list[dict], pad_id: int, pad_to: int | None = None, multiple_
         n = len(feats[0]["input_ids"])
         ids, mask = ids.view(len(feats), n, width), mask.view(len(feats), n, width)
     batch = {"input_ids": ids, "attention_mask": mask}
+    if any("token_type_ids" in f for f in feats):   # segment ids (0 = first segment, also on padding)
+        rows = []
+        for f in feats:
+            t = f.get("token_type_ids")
+            rows += (t or [[]] * len(f["input_ids"])) if mc else [t or []]
+        types = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, t in enumerate(rows):
+            types[i, :len(t)] = torch.tensor(t[:width], dtype=torch.long)
+        batch["token_type_ids"] = types.view(ids.shape)
     if "labels" in feats[0]:
         if isinstance(feats[0]["labels"], list):
             lab = torch.full((len(feats), width), IGNORE, dtype=torch.long)

@@ -68,7 +68,8 @@ LORA_TARGETS = {
     "mt5": r".*\.SelfAttention\.(q|k|v|o)$",
     "umt5": r".*\.SelfAttention\.(q|k|v|o)$",
 }
-LAYER_CLASSES = {"distilbert": "TransformerBlock"}    # FSDP wrap unit where `_no_split_modules` does not say
+# FSDP wrap unit where the model class's `_no_split_modules` does not say (tests/test_families.py checks every family)
+LAYER_CLASSES = {"distilbert": "TransformerBlock", "deberta-v2": "DebertaV2Layer", "rembert": "RemBertLayer"}
 PROGRESS_EVERY = 30.0                # seconds between two progress-bar lines in the notebook
 
 

@@ -15,6 +15,24 @@ from torch import nn
 from .features import IGNORE
 
 T5_TYPES = ("t5", "mt5", "umt5")
+# Family facts that decide a model's inputs and outputs, keyed by `config.model_type`: every checkpoint carries it
+# (a hub id outside the ladder, a saved intermediate encoder folder), while names and paths do not.
+# - pooling: sentence-level heads read the first token ([CLS] / <s>), as BERT's and RoBERTa's classifiers do; T5
+#   encoders have no summary token, so they mean-pool over the attention mask (the usual choice for T5 encoders);
+#   `pooling(config)` is the one owner.
+# - token types: passed to the encoder only when it has several (`type_vocab_size > 1`: mBERT, RemBERT); XLM-R has 1,
+#   mDeBERTa 0 (its tokenizer still returns them), DistilBERT and T5 none.
+MEAN_POOLED_TYPES = T5_TYPES
+T5_ENCODER_CLASSES = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+
+
+def pooling(config) -> str:
+    """'mean' (over the attention mask) for encoders without a summary token, else 'first'."""
+    return "mean" if config.model_type in MEAN_POOLED_TYPES else "first"
+
+
+def uses_token_types(config) -> bool:
+    return int(getattr(config, "type_vocab_size", 0) or 0) > 1
 
 
 def _hidden(config) -> int:
@@ -34,7 +52,7 @@ def load_pretrained_encoder(name: str, attn: str = "sdpa"):
                       f"the offline tiny model with `xfer tiny DIR`") from e
     cls = AutoModel
     if config.model_type in T5_TYPES:
-        cls = transformers.MT5EncoderModel if config.model_type == "mt5" else transformers.T5EncoderModel
+        cls = getattr(transformers, T5_ENCODER_CLASSES[config.model_type])   # the encoder stack, no decoder
     kwargs = {"add_pooling_layer": False} if config.model_type in ("xlm-roberta", "xlm-roberta-xl", "bert",
                                                                    "roberta", "rembert") else {}
     try:
@@ -44,12 +62,14 @@ def load_pretrained_encoder(name: str, attn: str = "sdpa"):
 
 
 class Head(nn.Module):
-    """One head per task type. Sentence-level heads read the first token (<s>/[CLS]), as RoBERTa's classifier."""
+    """One head per task type. Sentence-level heads read the first token (<s>/[CLS]), as RoBERTa's classifier, or
+    the mean over real tokens for encoders without one (`pooling`)."""
 
     def __init__(self, task_type: str, hidden: int, num_labels: int = 0, dropout: float = 0.1,
-                 word_embeddings: nn.Embedding | None = None):
+                 word_embeddings: nn.Embedding | None = None, pooling: str = "first"):
         super().__init__()
         self.task_type = task_type
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         if task_type in ("classification", "pair_classification", "regression"):
             self.dense = nn.Linear(hidden, hidden)
@@ -61,18 +81,28 @@ class Head(nn.Module):
         elif task_type == "tagging":
             self.out = nn.Linear(hidden, num_labels)
         elif task_type == "mlm":
-            self.dense = nn.Linear(hidden, hidden)
-            self.norm = nn.LayerNorm(hidden)
+            width = word_embeddings.embedding_dim   # = hidden, except RemBERT (decoupled input embeddings)
+            self.dense = nn.Linear(hidden, width)
+            self.norm = nn.LayerNorm(width)
             self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
             self._emb = [word_embeddings]   # tied to the encoder's input embeddings; a list keeps it out of state
         else:
             raise ValueError(f"no head for task type {task_type!r}")
 
-    def forward(self, h: torch.Tensor, batch: dict, n_choices: int = 0) -> dict:
+    def summary(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """One vector per sequence: the first token, or the mean over the attention mask."""
+        if self.pooling == "first":
+            return h[:, 0]
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def forward(self, h: torch.Tensor, batch: dict, n_choices: int = 0, mask: torch.Tensor | None = None) -> dict:
         t = self.task_type
         labels = batch.get("labels")
+        if mask is None:
+            mask = batch["attention_mask"].flatten(0, 1) if n_choices else batch["attention_mask"]
         if t in ("classification", "pair_classification", "regression"):
-            x = torch.tanh(self.dense(self.dropout(h[:, 0])))
+            x = torch.tanh(self.dense(self.dropout(self.summary(h, mask))))
             logits = self.out(self.dropout(x))
             if t == "regression":
                 logits = logits.squeeze(-1)
@@ -80,7 +110,7 @@ class Head(nn.Module):
             else:
                 loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         elif t == "multiple_choice":
-            logits = self.out(self.dropout(h[:, 0])).view(-1, n_choices)
+            logits = self.out(self.dropout(self.summary(h, mask))).view(-1, n_choices)
             loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         elif t == "span_qa":
             start, end = self.out(self.dropout(h)).float().unbind(-1)
@@ -108,15 +138,20 @@ class MultiTaskModel(nn.Module):
         self.encoder = encoder
         hidden = _hidden(encoder.config)
         emb = encoder.get_input_embeddings()
-        self.heads = nn.ModuleDict({name: Head(tt, hidden, n, dropout, emb) for name, (tt, n) in heads.items()})
+        pool = pooling(encoder.config)
+        self.token_types = uses_token_types(encoder.config)
+        self.heads = nn.ModuleDict({name: Head(tt, hidden, n, dropout, emb, pool) for name, (tt, n) in heads.items()})
 
     def forward(self, task: str, batch: dict) -> dict:
         ids, mask = batch["input_ids"], batch["attention_mask"]
+        types = batch.get("token_type_ids") if self.token_types else None
         n_choices = ids.shape[1] if ids.dim() == 3 else 0
         if n_choices:
             ids, mask = ids.flatten(0, 1), mask.flatten(0, 1)
-        h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        return self.heads[task](h, batch, n_choices)
+            types = types.flatten(0, 1) if types is not None else None
+        extra = {"token_type_ids": types} if types is not None else {}
+        h = self.encoder(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
+        return self.heads[task](h, batch, n_choices, mask)
 
 
 @dataclass
