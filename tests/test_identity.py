@@ -191,6 +191,20 @@ def test_lock_is_exclusive_under_a_race(tmp_path):
     assert got == ["got", "held", "held", "held"]
 
 
+def test_wait_lock_queues_behind_the_holder(tmp_path):
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    holder = ctx.Process(target=_lock_once, args=(tmp_path / "l", q))
+    holder.start()
+    assert q.get(timeout=10) == "got"
+    out = Lines()
+    t0 = time.time()
+    with files.plan_lock(tmp_path / "l", wait=True, poll_s=0.1, out=out):
+        assert time.time() - t0 > 0.3                       # it waited for the holder's second
+    holder.join(10)
+    assert out and out[0].startswith(f"waiting for process {holder.pid} on")
+
+
 def _append_many(path, who, n):
     for i in range(n):
         results.append_rows(path, [results.make_row(run_id=f"w{who}", target_task="xnli", language=f"l{i}",
@@ -251,7 +265,10 @@ def _row(run, lang, value=50.0):
 def test_collect_takes_only_finished_runs_of_the_plan_and_reports_a_truncated_line(tmp_path):
     outputs = tmp_path / "outputs"
     plan = plans.expand(FIX / "toy.yaml", outputs)
-    done, interrupted = plan.runs[2], plan.runs[3]
+    plans.validate(plan)
+    done, interrupted, changed = plan.runs[2], plan.runs[3], plan.runs[4]
+    _done_run(plan, changed, [_row(changed, "de")])
+    (changed.run_dir / runner.DONE).write_text(json.dumps({"params_digest": "0ld"}))
     _done_run(plan, done, [_row(done, "de"), _row(done, "fr")], extra='{"run_id": "trunc')   # killed writer
     interrupted.run_dir.mkdir(parents=True)
     (interrupted.run_dir / "metrics.jsonl").write_text(json.dumps(_row(interrupted, "de")) + "\n")
@@ -266,6 +283,7 @@ def test_collect_takes_only_finished_runs_of_the_plan_and_reports_a_truncated_li
     assert f"{done.run_dir / 'metrics.jsonl'}:3: not a complete JSON row" in text
     assert f"{interrupted.run_id}: not finished (no _done.json)" in text
     assert "target/old_run: not a run of plan toy" in text
+    assert f"{changed.run_id}: params changed since it ran" in text
     # the run keeps working: the next append drops the truncated line and keeps the good rows
     results.append_rows(done.run_dir / "metrics.jsonl", [_row(done, "es")])
     assert [r["language"] for r in results.read_rows(done.run_dir / "metrics.jsonl")] == ["de", "fr", "es"]

@@ -191,6 +191,7 @@ def _execute(plan: plans.Plan, run: plans.Run, launch) -> tuple[str, str]:
     except Exception as e:       # noqa: BLE001 - any failure of one run must not stop the plan
         if getattr(e, "ename", None) == "KeyboardInterrupt":    # Ctrl-C reached the kernel: interrupted, not failed
             raise KeyboardInterrupt from e
+        (run.run_dir / RUNNING).unlink(missing_ok=True)
         return "failed", _fail(plan, run, e)
     finally:
         (run.run_dir / RUNNING).unlink(missing_ok=True)
@@ -220,6 +221,7 @@ def collect_plan(plan: plans.Plan, out=None):
     interrupted run's rows, a run folder the plan no longer has and a run whose params changed since stay out, and
     `out` (when given) gets one line per left-out folder and per truncated line skipped."""
     paths, left = [], []
+    checked = all(r.passed for r in plan.runs)      # `passed` is filled by plans.validate
     for r in plan.runs:
         m = r.run_dir / "metrics.jsonl"
         done = read_done(r)
@@ -227,7 +229,7 @@ def collect_plan(plan: plans.Plan, out=None):
             if m.exists():
                 left.append(f"{r.phase}/{r.run_id}: not finished (no {DONE})")
             continue
-        if done.get("params_digest") not in (None, params_digest(r.passed)):
+        if checked and done.get("params_digest") not in (None, params_digest(r.passed)):
             left.append(f"{r.phase}/{r.run_id}: params changed since it ran (delete {r.run_dir} to redo)")
         elif m.exists():
             paths.append(m)
@@ -668,6 +670,8 @@ def _lock_holder(plan: plans.Plan) -> dict | None:
 
 def collect(plan_path, outputs="outputs", out=print) -> int:
     plan = plans.expand(plan_path, outputs)
+    with contextlib.suppress(ValueError):    # the params each run gets, to leave out runs whose params changed
+        plans.validate(plan)
     df = collect_plan(plan, out)
     out(f"{len(df)} rows -> {plan.results_csv}")
     return 0
