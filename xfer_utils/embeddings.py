@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -151,9 +150,6 @@ def embed(model, tokenizer, texts: Sequence[str], layer: int, batch_size: int = 
         model.train(was_training)
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, out)
-        os.replace(tmp, path)                                      # atomic: never a half-written cache entry
+        from . import files
+        files.atomic_write(path, lambda f: np.save(f, out))       # atomic: never a half-written cache entry
     return out

@@ -46,7 +46,8 @@ waits for every run of those phases. No match, an ambiguous match or a cycle is 
 **Params** given to a notebook = defaults U phase params U grid values U runner-set values, filtered to the
 keys the notebook declares (``papermill.inspect_notebook``). The runner sets ``run_id``, ``plan``, ``run_dir``
 (``<outputs>/<plan>/<phase>/<run_id>``), ``checkpoint_dir`` (``<checkpoint_root>/<plan>/<run_id>``,
-checkpoint_root = env ``XFER_CHECKPOINTS`` or ``<outputs>/../checkpoints``), for phases with ``needs``
+checkpoint_root = env ``XFER_CHECKPOINTS`` or ``<outputs>/../checkpoints``; ``<outputs>_checkpoints`` for an outputs
+folder not named ``outputs``), for phases with ``needs``
 ``init_from`` (the upstream's ``checkpoint_dir/encoder``, ``""`` for baselines), and for phases with ``after``
 (the results phase) ``results_csv`` / ``figures_dir`` (``<outputs>/<plan>/results.csv``, ``.../figures``).
 :func:`validate` fails, before anything runs, on a phase param or grid key the notebook does not declare and on a
@@ -166,7 +167,14 @@ def load(path: str | os.PathLike, _seen: tuple = ()) -> dict:
         raise FileNotFoundError(f"plan file {path} does not exist")
     if path in _seen:
         raise ValueError(f"plan file {path} includes itself (include cycle: {' -> '.join(map(str, _seen))})")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:      # one sentence with file and line (PyYAML counts lines from 0)
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        what = " ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+        raise ValueError(f"plan file {where}: not valid YAML ({what}); check the indentation and the quoting "
+                         f"of that line") from None
     if not isinstance(raw, dict):
         raise ValueError(f"plan file {path} must be a YAML mapping with keys {', '.join(sorted(PLAN_KEYS))}")
     unknown = set(raw) - PLAN_KEYS
@@ -251,7 +259,7 @@ def expand(path: str | os.PathLike, outputs: str | os.PathLike = "outputs",
     order = _phase_order(phases)
     root = find_root(path.parent)
     outputs = Path(outputs).resolve()
-    ckpt = Path(checkpoint_root or os.environ.get("XFER_CHECKPOINTS") or outputs.parent / "checkpoints").resolve()
+    ckpt = Path(checkpoint_root or os.environ.get("XFER_CHECKPOINTS") or default_checkpoint_root(outputs)).resolve()
     defaults = raw.get("defaults") or {}
     plan_res = check_resources(raw.get("resources"), f"plan {name!r}")
     plan = Plan(name, str(raw.get("description") or ""), path, root, outputs, ckpt,
@@ -304,6 +312,13 @@ def expand(path: str | os.PathLike, outputs: str | os.PathLike = "outputs",
                 run.params["init_from"] = str(up.checkpoint_dir / "encoder") if up else ""
         plan.runs += runs
     return plan
+
+
+def default_checkpoint_root(outputs: Path) -> Path:
+    """`<outputs>/../checkpoints` for an outputs folder named `outputs` (the notebooks' own default, so hand runs
+    and the runner's runs agree); `<outputs>_checkpoints` beside any other, so a fresh `--outputs` folder next to an
+    old one never picks up the old one's checkpoints."""
+    return outputs.parent / ("checkpoints" if outputs.name == "outputs" else f"{outputs.name}_checkpoints")
 
 
 def _needs(block: dict) -> str | None:

@@ -18,15 +18,19 @@ import datetime as _dt
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from . import files
+
 COLUMNS = ("run_id", "plan", "phase", "model", "intermediate", "target_task", "language", "split", "metric", "value",
-           "is_primary", "seed", "n_examples", "init_from", "git_sha", "created_at")
+           "is_primary", "seed", "n_examples", "init_from", "git_sha", "created_at", "weights_digest")
 TYPES = {"run_id": str, "plan": str, "phase": str, "model": str, "intermediate": str, "target_task": str,
          "language": str, "split": str, "metric": str, "value": float, "is_primary": bool, "seed": int,
-         "n_examples": int, "init_from": str, "git_sha": str, "created_at": str}
+         "n_examples": int, "init_from": str, "git_sha": str, "created_at": str, "weights_digest": str}
+# Columns added after tables were first written: a row or results.csv without them still loads, with this value.
+# weights_digest: the checkpoint identity (identity.py) of the weights that produced the number; '' = unrecorded.
+OPTIONAL = {"weights_digest": ""}
 PHASES = ("intermediate", "target", "retrieval")
 NO_INTERMEDIATE = "none"   # the `intermediate` value of baseline runs (raw pretrained encoder)
 
@@ -44,7 +48,7 @@ def make_row(**fields) -> dict:
     """A schema row with defaults for the bookkeeping fields; raises on unknown or missing fields."""
     row = {"init_from": "", "git_sha": git_sha(), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
         timespec="seconds"), "plan": "", "intermediate": NO_INTERMEDIATE, "is_primary": False, "seed": 0,
-        "n_examples": 0, **fields}
+        "n_examples": 0, **OPTIONAL, **fields}
     if isinstance(row["value"], int) and not isinstance(row["value"], bool):
         row["value"] = float(row["value"])
     validate_row(row)
@@ -52,6 +56,7 @@ def make_row(**fields) -> dict:
 
 
 def validate_row(row: dict) -> None:
+    row.update({c: v for c, v in OPTIONAL.items() if c not in row})   # an older row: the column was added later
     unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ValueError(f"results row has unknown fields {sorted(unknown)}; the schema is: {', '.join(COLUMNS)}")
@@ -68,26 +73,14 @@ def validate_row(row: dict) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temp file in the same folder and rename: readers see the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write via a unique temp file in the same folder and rename: readers see the old or the new file, never half
+    (files.atomic_write, the one atomic-write helper)."""
+    files.atomic_write_text(path, text)
 
 
-def read_rows(path: str | os.PathLike) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_rows(path: str | os.PathLike, on_bad=None) -> list[dict]:
+    """Rows of a metrics.jsonl; a truncated line raises naming file and line, or goes to `on_bad` and is skipped."""
+    return files.read_jsonl(path, on_bad)
 
 
 def append_rows(path: str | os.PathLike, rows: Iterable[dict]) -> list[dict]:
@@ -98,10 +91,14 @@ def append_rows(path: str | os.PathLike, rows: Iterable[dict]) -> list[dict]:
     rows = list(rows)
     for r in rows:
         validate_row(r)
-    old = read_rows(path)
-    new_keys = {row_key(r) for r in rows}
-    kept = [r for r in old if row_key(r) not in new_keys]
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept + rows))
+    # The read-modify-write holds a lock on the file: concurrent writers would otherwise each rewrite what they read
+    # and the last rename would drop the others' rows. A truncated line (a writer killed mid-line, outside this
+    # function) is dropped with a message rather than blocking every later append.
+    with files.locked(path):
+        old = read_rows(path, on_bad=lambda m: print(f"dropping {m}"))
+        new_keys = {row_key(r) for r in rows}
+        kept = [r for r in old if row_key(r) not in new_keys]
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept + rows))
     return rows
 
 
@@ -111,18 +108,21 @@ def row_key(r: dict) -> tuple:
 
 def to_frame(rows: list[dict]):
     import pandas as pd
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df = pd.DataFrame([{**OPTIONAL, **r} for r in rows], columns=list(COLUMNS))
     return df.astype({"value": float, "is_primary": bool, "seed": int, "n_examples": int})
 
 
-def collect(root: str | os.PathLike, out_csv: str | os.PathLike | None = None):
-    """Every `metrics.jsonl` under `root` (skipping `_failed/`) -> one validated DataFrame; optionally a CSV."""
+def collect(root: str | os.PathLike, out_csv: str | os.PathLike | None = None, paths=None, on_bad=None):
+    """Every `metrics.jsonl` under `root` (skipping `_failed/`), or only `paths` when given (the runner passes its
+    finished runs) -> one validated DataFrame; optionally a CSV. A truncated line raises naming file and line, or,
+    with `on_bad(message)`, is reported and skipped."""
     root = Path(root)
     rows: list[dict] = []
-    for p in sorted(root.rglob("metrics.jsonl")):
-        if "_failed" in p.relative_to(root).parts:
+    found = sorted(root.rglob("metrics.jsonl")) if paths is None else [Path(p) for p in paths]
+    for p in found:
+        if paths is None and "_failed" in p.relative_to(root).parts:
             continue
-        for r in read_rows(p):
+        for r in read_rows(p, on_bad):
             validate_row(r)
             rows.append(r)
     from collections import Counter
@@ -139,6 +139,9 @@ def load_csv(path: str | os.PathLike):
     """Read a results.csv written by `collect`, with the schema's dtypes (empty strings stay strings)."""
     import pandas as pd
     df = pd.read_csv(path, dtype={c: str for c, t in TYPES.items() if t is str}, keep_default_na=False)
+    for c, v in OPTIONAL.items():      # a table written before the column existed
+        if c not in df.columns:
+            df[c] = v
     missing = set(COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"{path} is not a results table: missing columns {sorted(missing)}")

@@ -50,9 +50,11 @@ from pathlib import Path
 
 import yaml
 
-from . import cost, plan_resources, plans, results, validate
+from . import cost, files, plan_resources, plans, results, validate
 
 DONE = "_done.json"
+RUNNING = "_running.json"            # in a run folder while a process executes it (pid, host)
+LOCK = "_runner.lock"                # in <outputs>/<plan>/: the runner that holds the plan (files.plan_lock)
 LAUNCHERS = ("local", "submitit")
 CLUSTERS = ("auto", "slurm", "local")
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60      # submitit's local executor kills a job after 2 minutes unless told otherwise
@@ -78,13 +80,17 @@ def read_done(run: plans.Run) -> dict | None:
 
 
 def run_state(plan: plans.Plan, run: plans.Run) -> str:
-    """done | failed | partial (interrupted: resumes) | pending."""
+    """done | failed | running (a live process executes it) | partial (interrupted: resumes) | pending."""
     if read_done(run) is not None:
         return "done"
     if (plan.failed_dir / run.run_id).exists():
         return "failed"
     if run.run_dir.exists():
-        return "partial"
+        try:
+            holder = json.loads((run.run_dir / RUNNING).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            holder = None
+        return "running" if holder and files.holder_alive(holder) is not False else "partial"
     return "pending"
 
 
@@ -160,7 +166,17 @@ def _fail(plan: plans.Plan, run: plans.Run, e: BaseException) -> str:
         shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(run.run_dir), str(dest))
-    return line.splitlines()[0][:160] if line else "failed"
+    return _headline(line)
+
+
+def _headline(text: str) -> str:
+    """The first line of an error, whole: its end is where the valid choices are named. Only a runaway line
+    (a dumped object) is cut, and then at a sentence boundary."""
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else "failed"
+    if len(line) <= 600:
+        return line
+    cut = line.rfind("; ", 0, 600)
+    return line[:cut if cut > 80 else 600] + " ..."
 
 
 def _execute(plan: plans.Plan, run: plans.Run, launch) -> tuple[str, str]:
@@ -169,18 +185,23 @@ def _execute(plan: plans.Plan, run: plans.Run, launch) -> tuple[str, str]:
     (run.run_dir / DONE).unlink(missing_ok=True)
     results.atomic_write_text(run.run_dir / "params.yaml", yaml.safe_dump(run.passed, sort_keys=False,
                                                                          allow_unicode=True))
+    results.atomic_write_text(run.run_dir / RUNNING, json.dumps(files.whoami()))
     t0, started = time.time(), _now()
     try:
         launch(plan, run)
     except Exception as e:       # noqa: BLE001 - any failure of one run must not stop the plan
         if getattr(e, "ename", None) == "KeyboardInterrupt":    # Ctrl-C reached the kernel: interrupted, not failed
             raise KeyboardInterrupt from e
+        (run.run_dir / RUNNING).unlink(missing_ok=True)
         return "failed", _fail(plan, run, e)
+    finally:
+        (run.run_dir / RUNNING).unlink(missing_ok=True)
     t1 = time.time()
     results.atomic_write_text(run.run_dir / DONE, json.dumps({
         "run_id": run.run_id, "phase": run.phase, "plan": plan.name, "notebook": str(run.notebook),
         "started_at": started, "finished_at": _now(), "started_ts": t0, "finished_ts": t1,
         "wall_s": round(t1 - t0, 2), "params_digest": params_digest(run.passed), "git_sha": results.git_sha(),
+        "weights_digest": _weights_digest(run),
     }, indent=1) + "\n")
     old = plan.failed_dir / run.run_id
     if old.exists():
@@ -188,8 +209,39 @@ def _execute(plan: plans.Plan, run: plans.Run, launch) -> tuple[str, str]:
     return "done", ""
 
 
-def collect_plan(plan: plans.Plan):
-    return results.collect(plan.dir, plan.results_csv)
+def _weights_digest(run: plans.Run) -> str:
+    """The checkpoint identity digest of what the run trained (identity.py), '' for a run that trains nothing."""
+    try:
+        return json.loads((run.checkpoint_dir / "identity.json").read_text(encoding="utf-8"))["digest"]
+    except (OSError, ValueError, KeyError):
+        return ""
+
+
+def collect_plan(plan: plans.Plan, out=None):
+    """results.csv from the finished runs of this plan only (a `_done.json` whose params are the plan's): an
+    interrupted run's rows, a run folder the plan no longer has and a run whose params changed since stay out, and
+    `out` (when given) gets one line per left-out folder and per truncated line skipped."""
+    paths, left = [], []
+    checked = all(r.passed for r in plan.runs)      # `passed` is filled by plans.validate
+    for r in plan.runs:
+        m = r.run_dir / "metrics.jsonl"
+        done = read_done(r)
+        if done is None:
+            if m.exists():
+                left.append(f"{r.phase}/{r.run_id}: not finished (no {DONE})")
+            continue
+        if checked and done.get("params_digest") not in (None, params_digest(r.passed)):
+            left.append(f"{r.phase}/{r.run_id}: params changed since it ran (delete {r.run_dir} to redo)")
+        elif m.exists():
+            paths.append(m)
+    known = {r.run_dir / "metrics.jsonl" for r in plan.runs}
+    for m in sorted(plan.dir.rglob("metrics.jsonl")) if plan.dir.exists() else []:
+        if m not in known and "_failed" not in m.relative_to(plan.dir).parts:
+            left.append(f"{m.parent.relative_to(plan.dir)}: not a run of plan {plan.name}")
+    df = results.collect(plan.dir, plan.results_csv, paths=paths, on_bad=lambda msg: left.append(f"skipped {msg}"))
+    if out is not None and left:
+        out(f"left out of {plan.results_csv.name}: " + "".join(f"\n  {x}" for x in left))
+    return df
 
 
 def cost_table(plan: plans.Plan, runs: list, gpu: str = "a100", out=print) -> float:
@@ -232,7 +284,8 @@ def _decide(plan: plans.Plan, r: plans.Run, by_id: dict, state: dict, head: str,
         stale = _stale(r, done, by_id)
         if stale is None:
             changed = done.get("params_digest") not in (None, params_digest(r.passed))
-            note = f"; params changed since - delete {r.run_dir} to redo" if changed else ""
+            note = (f"; params changed since - delete {r.run_dir} and {r.checkpoint_dir} to redo (its checkpoints "
+                    f"hold the old settings' weights)") if changed else ""
             state[r.run_id] = ("skipped", "", 0.0)
             out(f"{head}  skipped (done {done.get('finished_at', '')}{note})")
             return False
@@ -243,7 +296,7 @@ def _decide(plan: plans.Plan, r: plans.Run, by_id: dict, state: dict, head: str,
 
 
 def _summary(plan: plans.Plan, state: dict, out, interrupted: bool) -> int:
-    df = collect_plan(plan)
+    df = collect_plan(plan, out)
     counts = {k: sum(1 for s in state.values() if s[0] == k)
               for k in ("done", "skipped", "failed", "blocked", "interrupted")}
     out(f"results: {len(df)} rows -> {plan.results_csv}")
@@ -258,7 +311,22 @@ def _summary(plan: plans.Plan, state: dict, out, interrupted: bool) -> int:
 
 def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
              gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
-             poll_s: float | None = None, resources: str | None = None) -> int:
+             poll_s: float | None = None, resources: str | None = None, wait_lock: bool = False) -> int:
+    """`_run_plan` holding the plan's lock (one runner per outputs root + plan; see files.plan_lock): a second
+    runner exits at once naming the holder, or queues behind it with `wait_lock`. A dry run takes no lock."""
+    try:
+        with contextlib.ExitStack() as held:    # _run_plan takes the lock once the plan is valid, before any write
+            return _run_plan(plan_path, only, dry_run, outputs, launcher, gpu, out, cluster, parallel, wait, poll_s,
+                             resources, _lock=lambda plan: held.enter_context(
+                                 files.plan_lock(plan.dir / LOCK, wait=wait_lock, out=out)))
+    except files.LockHeld as e:
+        out(f"xfer run: {e}")
+        return 3
+
+
+def _run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
+              gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
+              poll_s: float | None = None, resources: str | None = None, _lock=None) -> int:
     """Execute a plan (or list it with costs when `dry_run`). Returns the exit code: 0 ok, 1 failed/blocked runs,
     130 interrupted. `cluster`, `parallel`, `wait`, `poll_s`: the submitit launcher's options; `resources`: a site
     resources file (plan_resources.load_site)."""
@@ -275,6 +343,8 @@ def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs=
         except ValueError as e:
             out(f"note: `xfer run` needs data this machine lacks: {e}")
         return 0
+    if _lock is not None:
+        _lock(plan)
     if launcher == "submitit":
         return run_submitit(plan, runs, out, cluster, parallel, wait, poll_s, plan_path)
     launch = {"local": execute_local}[launcher]
@@ -294,6 +364,9 @@ def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs=
         tty = out is print and sys.stdout.isatty()
         if tty:
             print(f"{head}  running ...", end="", flush=True)
+        else:       # a log file or a pipe: a line of its own, flushed, so a long run shows it has started
+            out(f"{head}  running ...")
+            sys.stdout.flush()
         t0 = time.time()
         try:
             status, why = _execute(plan, r, launch)
@@ -339,6 +412,7 @@ def _run_parallel(plan: plans.Plan, runs: list, by_id: dict, state: dict, parall
                     if plan.phases[r.phase].get("after"):
                         collect_plan(plan)
                     running[pool.submit(_execute_local_worker, plan, r)] = (r, head, time.time())
+                    out(f"{head}  running ...")
                 if not running:
                     continue
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -456,9 +530,9 @@ def _job_error(plan: plans.Plan, run: plans.Run, e: BaseException) -> str:
     if err.exists():
         lines = err.read_text(encoding="utf-8").splitlines()
         if lines:
-            return lines[0][:160]
+            return _headline(lines[0])
     lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-    return (lines[-1] if lines else type(e).__name__)[:160]
+    return _headline(lines[-1] if lines else type(e).__name__)
 
 
 def run_submitit(plan: plans.Plan, runs: list, out=print, cluster: str = "auto", parallel: int = 1,
@@ -576,17 +650,35 @@ def status(plan_path, outputs="outputs", out=print) -> int:
             extra = f"{_fmt_s(d.get('wall_s', 0))}, {d.get('finished_at', '')}"
         elif s == "failed":
             err = plan.failed_dir / r.run_id / "error.txt"
-            extra = err.read_text(encoding="utf-8").splitlines()[0][:100] if err.exists() else ""
+            extra = _headline(err.read_text(encoding="utf-8")) if err.exists() else ""
         elif s == "partial":
             extra = "interrupted; resumes on the next `xfer run`"
+        elif s == "running":
+            h = json.loads((r.run_dir / RUNNING).read_text(encoding="utf-8"))
+            extra = f"by {files.describe(h)}"
         out(f"{r.phase:<12} {r.run_id:<{w}}  {s:<8} {extra}".rstrip())
     out(f"plan {plan.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    holder = _lock_holder(plan)
+    if holder:
+        out(f"held by {files.describe(holder)}" + (" (another host: cannot check it is alive)"
+                                                  if files.holder_alive(holder) is None else ""))
     return 0
+
+
+def _lock_holder(plan: plans.Plan) -> dict | None:
+    """The live runner holding the plan, if any (a stale lock counts as none)."""
+    try:
+        h = json.loads((plan.dir / LOCK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return h if files.holder_alive(h) is not False else None
 
 
 def collect(plan_path, outputs="outputs", out=print) -> int:
     plan = plans.expand(plan_path, outputs)
-    df = collect_plan(plan)
+    with contextlib.suppress(ValueError):    # the params each run gets, to leave out runs whose params changed
+        plans.validate(plan)
+    df = collect_plan(plan, out)
     out(f"{len(df)} rows -> {plan.results_csv}")
     return 0
 
@@ -607,9 +699,11 @@ def register(sub) -> None:
                    help="submitit on Slurm: submit every job and return (follow with `xfer status`)")
     p.add_argument("--resources", metavar="FILE", help="site resources file (GPUs, memory, time, partition; per "
                    "phase and per model) on top of the plan's, e.g. params/cluster/slurm_example.yaml")
+    p.add_argument("--wait-lock", action="store_true",
+                   help="when another runner holds this plan (same outputs folder), wait for it instead of exiting")
     p.set_defaults(func=lambda a: run_plan(a.plan, a.only, a.dry_run, a.outputs, a.launcher, a.gpu,
                                            cluster=a.cluster, parallel=a.parallel, wait=a.wait,
-                                           resources=a.resources))
+                                           resources=a.resources, wait_lock=a.wait_lock))
     s = sub.add_parser("status", help="done / failed / pending per run of a plan")
     s.add_argument("plan")
     s.add_argument("--outputs", default="outputs", metavar="DIR")

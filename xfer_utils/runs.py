@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import data, evaluation, features, models, results, tasks, train, validate
+from . import identity as ident
 
 MLM = "mlm"
 MULTITASK = "multitask"   # label for the paper's multi-task setup: the nine intermediate tasks, one head each
@@ -96,6 +97,7 @@ def _heads(tds: list[train.TaskData], tokenizer) -> dict[str, tuple[str, int]]:
 
 def _tokenizer(name: str):
     from transformers import AutoTokenizer
+    ident.check_model(name)          # offline and unknown: fail now, not after a minute of hub retries
     return AutoTokenizer.from_pretrained(name)
 
 
@@ -114,12 +116,15 @@ def _lora(net, rank: int) -> None:
         launch.add_lora(net, rank)
 
 
-def _save_encoder(net, tokenizer, out, lora_rank: int):
-    """LoRA adapters are merged before saving, so transfer to the next phase stays encoder-only."""
+def _save_encoder(net, tokenizer, out, lora_rank: int, digest: str = "", **info):
+    """LoRA adapters are merged before saving, so transfer to the next phase stays encoder-only. The encoder
+    records the identity digest of the run that trained it (what a run initialised from it builds on)."""
     if lora_rank > 0:
         from . import launch
         launch.merge_lora(net)
-    return models.save_encoder(net, tokenizer, out)
+    out = models.save_encoder(net, tokenizer, out)
+    ident.record_encoder(out, digest, **info)
+    return out
 
 
 def _write_summary(run_dir: Path, name: str, obj) -> None:
@@ -158,8 +163,11 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
     _lora(net, lora_rank)
     cfg = train_config(seed=seed, eval_examples=eval_examples, **{k: v for k, v in hp.items()
                                                                   if k in train.TrainConfig.__dataclass_fields__})
-    res = train.train(net, tokenizer, tds, cfg, ckpt, log=log)
-    encoder_dir = _save_encoder(net, tokenizer, ckpt / "encoder", lora_rank)
+    res = train.train(net, tokenizer, tds, cfg, ckpt, log=log,
+                      identity={**ident.model_identity(model_label or model), "lora_rank": lora_rank,
+                                "max_train_examples": max_train_examples})
+    encoder_dir = _save_encoder(net, tokenizer, ckpt / "encoder", lora_rank, res.identity, intermediate=intermediate,
+                                model=model_label or model)
     rows = []
     for td in tds:
         for metric, value in (res.dev.get(td.name) or {}).items():
@@ -169,7 +177,8 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
                                          intermediate=intermediate, target_task=td.name, language="en",
                                          split="validation", metric=metric, value=float(value),
                                          is_primary=metric == tasks.get(td.name).primary_metric, seed=seed,
-                                         n_examples=len(td.dev) if td.dev is not None else 0, init_from=model))
+                                         n_examples=len(td.dev) if td.dev is not None else 0, init_from=model,
+                                         weights_digest=res.identity))
     if rows:
         results.append_rows(run_dir / "metrics.jsonl", rows)
     else:   # MLM-only: no dev metric; an empty metrics file still marks the run as producing its artefact
@@ -201,8 +210,11 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
     for lg in langs:
         tasks.check_language(target_task, lg)
     train_name, train_lang = t.train_task
+    ident.check_init(init_from, intermediate, results.NO_INTERMEDIATE)   # a baseline never loads a trained encoder
     run_dir, ckpt = Path(run_dir), Path(checkpoint_dir)
     encoder = init_from or model
+    start = ident.model_identity(model_label or model, init_from)
+    strategy = {"lora_rank": lora_rank, "max_train_examples": max_train_examples}
     tokenizer = _tokenizer(encoder)
     hp = {**tasks.hyperparameters(target_task), **train_kw}
     eval_examples = int(hp.pop("eval_examples", 500))
@@ -219,8 +231,10 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
         _lora(pnet, lora_rank)
         pcfg = train_config(seed=seed, eval_examples=eval_examples,
                             **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
-        train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log)
-        encoder = str(_save_encoder(pnet, tokenizer, ckpt / pre / "encoder", lora_rank))
+        pres = train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log, identity={**start, **strategy})
+        encoder = str(_save_encoder(pnet, tokenizer, ckpt / pre / "encoder", lora_rank, pres.identity,
+                                    intermediate=f"{intermediate} then {pre}", model=model_label or model))
+        start = ident.model_identity(model_label or model, encoder)
     heads = {target_task: _heads([td], tokenizer)[td.name]}
     td.name, td.score_as = target_task, train_name   # head named for the target, selected on its train task's dev
     net, report = models.build(encoder, heads, seed=seed)
@@ -228,9 +242,9 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
     _lora(net, lora_rank)
     cfg = train_config(seed=seed, eval_examples=eval_examples,
                        **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
-    res = train.train(net, tokenizer, [td], cfg, ckpt, log=log)
+    res = train.train(net, tokenizer, [td], cfg, ckpt, log=log, identity={**start, **strategy})
     base = dict(run_id=run_id, plan=plan, phase="target", model=model_label or model, intermediate=intermediate,
-                seed=seed, init_from=init_from)
+                seed=seed, init_from=init_from, weights_digest=res.identity)
     rows = evaluation.zero_shot(net, target_task, target_task, tokenizer, langs, run=base, data_dir=data_dir or None,
                                 max_examples=max_eval_examples if max_eval_examples > 0 else None,
                                 batch_size=eval_batch_size, predictions_dir=run_dir / "predictions",
@@ -264,6 +278,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
     langs = languages or tasks.languages(task, benchmark)
     for lg in langs:
         tasks.check_language(task, lg)
+    ident.check_init(init_from, intermediate, results.NO_INTERMEDIATE)
     encoder_name = init_from or model
     tokenizer = _tokenizer(encoder_name)
     enc = models.load_pretrained_encoder(encoder_name)
@@ -276,7 +291,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
     enc.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     run_dir = Path(run_dir)
     base = dict(run_id=run_id, plan=plan, phase="retrieval", model=model_label or model, intermediate=intermediate,
-                seed=seed, init_from=init_from)
+                seed=seed, init_from=init_from, weights_digest=ident.weights_digest(model_label or model, init_from))
     rows = []
     cache = Path(checkpoint_dir) / "embeddings" if checkpoint_dir else None
     key = None   # the cache key hashes the encoder's weights: a retrained checkpoint at the same path never collides

@@ -67,11 +67,8 @@ def _label_name(task, value) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from . import files
+    return files.atomic_write_text(path, text)   # unique temp file: concurrent writers never share one
 
 
 def _lines(items: Iterable[str]) -> str:
@@ -180,6 +177,16 @@ def _read_label(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def _numbers(lines: list[str], path: Path, conv) -> list:
+    out = []
+    for n, x in enumerate(lines, 1):
+        try:
+            out.append(conv(x))
+        except ValueError:
+            raise ValueError(f"{path}:{n}: {x!r} is not {'a number' if conv is float else 'an integer'}") from None
+    return out
+
+
 def _read_tag(path: Path) -> list[list[str]]:
     # evaluate.py's read_tag: a blank line closes a sentence; a last sentence without one still counts
     sents, cur = [], []
@@ -203,6 +210,8 @@ def _read_jsonl(path: Path) -> list[dict]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 raise ValueError(f"{path}:{n}: not a JSON object") from None
+            if not isinstance(rows[-1], dict) or "label" not in rows[-1]:
+                raise ValueError(f"{path}:{n}: a JSON object with a \"label\" (and \"idx\") is expected, got {line[:80]}")
     return rows
 
 
@@ -215,15 +224,19 @@ def _mc_labels(pred: list[dict], gold: list[dict], path: Path) -> tuple[list, li
     return [r["label"] for r in pred], [r["label"] for r in gold]
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+
+
 def score_files(task: str, lang: str, prediction_file: str | os.PathLike, label_file: str | os.PathLike) -> dict:
     """{metric: value (0-100)} of one language's prediction file against its label file."""
     t = _task(task)
     pf, lf = Path(prediction_file), Path(label_file)
     if t.type == "span_qa":
-        try:
-            pred, gold = json.loads(pf.read_text(encoding="utf-8")), json.loads(lf.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{task}/{lang}: a QA file is not valid JSON ({e})") from None
+        pred, gold = _read_json(pf), _read_json(lf)
         if not isinstance(pred, dict):
             raise ValueError(f"{pf}: QA predictions must be a JSON object {{question id: answer}}")
         gold = metrics.squad_gold(gold)
@@ -243,9 +256,9 @@ def score_files(task: str, lang: str, prediction_file: str | os.PathLike, label_
     if t.type == "tagging":
         return metrics.tagging_scores(gold, pred, scheme=TAGGING_SCHEME.get(task, "lenient"))
     if t.type == "regression":
-        return metrics.correlation_scores([float(p) for p in pred], [float(g) for g in gold])
+        return metrics.correlation_scores(_numbers(pred, pf, float), _numbers(gold, lf, float))
     if task == "tatoeba":
-        return {"accuracy": metrics.tatoeba_accuracy([int(p) for p in pred], [int(g) for g in gold])}
+        return {"accuracy": metrics.tatoeba_accuracy(_numbers(pred, pf, int), _numbers(gold, lf, int))}
     return {"accuracy": metrics.accuracy(pred, gold)}
 
 

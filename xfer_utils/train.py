@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import evaluation, features
+from . import evaluation, features, files
+from . import identity as ident
 
 
 @dataclass
@@ -77,6 +78,7 @@ class TrainResult:
     seconds: float = 0.0
     tokens: int = 0                   # real (non-pad) tokens seen
     computed_tokens: int = 0          # tokens computed including padding
+    identity: str = ""                # checkpoint identity digest of the weights (identity.py)
 
 
 def choose_precision(requested: str = "auto") -> str:
@@ -142,9 +144,7 @@ def schedule(task_lengths: dict[str, list[int]], micro: int, accum: int, epochs:
 
 # ------------------------------------------------------------------ checkpoints
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    files.atomic_write(path, lambda f: torch.save(obj, f))   # a unique temp file per writer
 
 
 def _rng_state() -> dict:
@@ -245,9 +245,11 @@ def dev_score(model, tokenizer, tds: list[TaskData], batch_size: int = 64) -> tu
 
 
 def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_dir: str | os.PathLike,
-          progress: bool = True, log=print) -> TrainResult:
+          progress: bool = True, log=print, identity: dict | None = None) -> TrainResult:
     """Train `model` (a models.MultiTaskModel) on `tds`; resumes from `checkpoint_dir/last.pt` when present and
-    returns immediately when `checkpoint_dir/train_done.json` says the run finished. Ends with the best weights."""
+    returns immediately when `checkpoint_dir/train_done.json` says the run finished, in both cases only when the
+    folder's identity digest is this run's (identity.py; `identity`: what the caller knows determines the weights
+    beyond `cfg` and `tds`, e.g. the model and init encoder). Ends with the best weights."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -274,6 +276,9 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
     fsdp = acc.distributed_type.name == "FSDP"
     main = acc.is_main_process
     done_file = ckpt / "train_done.json"
+    current = ident.settings(cfg, tds, identity, precision, fsdp)
+    digest = ident.digest(current)
+    ident.check_checkpoint(ckpt, digest, current, write=main)   # refuses another run's checkpoints
     if done_file.exists():
         if fsdp:   # shard first (FSDP2 prepares a model only with its optimizer), then broadcast the weights
             acc.prepare(model, _optimizer(model, cfg, device))
@@ -304,6 +309,9 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
         # every rank needs the step counters and RNG; under FSDP the tensors come from the main process, and mmap
         # keeps the other ranks from reading an XXL model's weights and moments into their memory
         st = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False, mmap=fsdp and not main)
+        if st.get("identity") != digest:
+            raise ValueError(f"{ckpt / 'last.pt'} was written by a run with other settings than the folder's "
+                             f"{ident.RECORD} says; delete {ckpt} to start over")
         if st.get("fsdp", False) != fsdp:
             raise ValueError(f"{ckpt / 'last.pt'} was written {'with' if st.get('fsdp') else 'without'} FSDP and "
                              f"this run is {'with' if fsdp else 'without'} it; resume with the same strategy or "
@@ -367,7 +375,7 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
                 best, best_step, bad_evals = score, step + 1, 0
                 weights = model_state(raw_model, fsdp)       # a collective under FSDP
                 if main:
-                    _atomic_save({"model": weights, "step": step + 1}, ckpt / "best.pt")
+                    _atomic_save({"model": weights, "step": step + 1, "identity": digest}, ckpt / "best.pt")
                 del weights
             else:
                 bad_evals += 1
@@ -381,7 +389,7 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
                 _atomic_save({"model": weights, "optimizer": moments, "fsdp": fsdp,
                               "scheduler": sched.state_dict(), "step": step + 1, "best": best, "best_step": best_step,
                               "bad_evals": bad_evals, "history": history, "rng": _rng_state(), "tokens": tokens,
-                              "computed": computed, "config": asdict(cfg)}, ckpt / "last.pt")
+                              "computed": computed, "config": asdict(cfg), "identity": digest}, ckpt / "last.pt")
             del weights, moments
         if stopped:
             break
@@ -393,7 +401,7 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
         best, best_step = float("nan"), len(history) and history[-1]["step"]
     result = TrainResult(steps=step + 1 if total else 0, best_step=best_step, best_score=best,
                          dev=next((h["dev"] for h in history if h["step"] == best_step), {}), history=history,
-                         seconds=time.time() - t0, tokens=tokens, computed_tokens=computed)
+                         seconds=time.time() - t0, tokens=tokens, computed_tokens=computed, identity=digest)
     if main:
         from .results import atomic_write_text
         atomic_write_text(done_file, json.dumps(asdict(result), default=float))
