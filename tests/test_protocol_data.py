@@ -273,3 +273,24 @@ def test_retrieval_phase_scores_cross_lingual_sts_under_its_own_name(world, tmp_
 def test_retrieval_phase_names_the_embedding_tasks_on_a_bad_task(tmp_path):
     with pytest.raises(ValueError, match="bucc2018, tatoeba, stsb_cross_cosine"):
         runs.retrieval("x", "stsb_cross", run_id="r", plan="t", run_dir=str(tmp_path))
+
+
+def test_rq_size_gains_read_both_cross_lingual_sts_variants():
+    """The follow-up study (rq_size.yaml -> 51_rq_size) reads stsb_cross (target phase) and stsb_cross_cosine
+    (retrieval phase) rows through the same analysis as every target: per model, the gain over no intermediate."""
+    from xfer_utils import analysis, results
+    rows = []
+    for model, size_gain in (("FacebookAI/xlm-roberta-base", 4.0), ("FacebookAI/xlm-roberta-large", 2.0)):
+        for task, phase in (("stsb_cross", "target"), ("stsb_cross_cosine", "retrieval")):
+            for inter, bump in (("none", 0.0), ("mnli", size_gain)):
+                for k, lg in enumerate(tasks.languages(task, "xtreme-r")):
+                    rows.append(results.make_row(run_id=f"{model}{task}{inter}", phase=phase, model=model,
+                                                 intermediate=inter, target_task=task, language=lg, split="test",
+                                                 metric="spearman", value=50.0 + k + bump, is_primary=True, seed=1))
+    g = analysis.gains_by_model(results.to_frame(rows), targets=("stsb_cross", "stsb_cross_cosine"))
+    got = {(m, t): v for m, t, v in zip(g["model"], g["target"], g["gain"])}
+    assert got == pytest.approx({("FacebookAI/xlm-roberta-base", "stsb_cross"): 4.0,
+                                 ("FacebookAI/xlm-roberta-base", "stsb_cross_cosine"): 4.0,
+                                 ("FacebookAI/xlm-roberta-large", "stsb_cross"): 2.0,
+                                 ("FacebookAI/xlm-roberta-large", "stsb_cross_cosine"): 2.0})
+    assert set(g["n_languages"]) == {18}   # 9 languages x 2 directions, none dropped as 'English'
