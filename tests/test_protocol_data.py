@@ -294,3 +294,18 @@ def test_rq_size_gains_read_both_cross_lingual_sts_variants():
                                  ("FacebookAI/xlm-roberta-large", "stsb_cross"): 2.0,
                                  ("FacebookAI/xlm-roberta-large", "stsb_cross_cosine"): 2.0})
     assert set(g["n_languages"]) == {18}   # 9 languages x 2 directions, none dropped as 'English'
+
+
+def test_trained_cross_lingual_sts_is_scored_like_sts(world, tmp_path):
+    """stsb_cross goes through the target phase like stsb_multi_mt: a head trained on English STS-B, then zero-shot
+    on each en-xx / xx-en pair, Spearman x 100 primary (and Pearson). The fixture's signal (sentence2's markers)
+    transfers across the pair's two languages, so the tiny model scores far above 0."""
+    from xfer_utils import results
+    runs.target(str(world["tiny-xlmr-s"]), "stsb_cross", run_id="r", plan="t", run_dir=str(tmp_path / "run"),
+                checkpoint_dir=str(tmp_path / "ck"), languages=["en-de", "ru-en"], data_dir=str(world["data"]),
+                lr=3e-3, batch_size=16, max_steps=60, eval_every=60, checkpoint_every=60, eval_examples=32,
+                log=lambda *_: None)
+    rows = results.read_rows(tmp_path / "run" / "metrics.jsonl")
+    assert {(r["target_task"], r["language"], r["split"], r["metric"]) for r in rows} == \
+        {("stsb_cross", lg, "test", m) for lg in ("en-de", "ru-en") for m in ("pearson", "spearman")}
+    assert all(r["value"] > 60 for r in rows if r["is_primary"] and r["metric"] == "spearman")
