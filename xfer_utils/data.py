@@ -226,8 +226,9 @@ def _normalize(task: tasks.Task, src: tasks.Source, raw):
 
         def fn(r):
             # UD v2.7 rows (hub universal_dependencies) also hold multiword-token ranges (`19-20 im`, UPOS `_`) and
-            # empty nodes (`8.1`), neither with an integer head; only syntactic words are kept, as the UD conversion
-            # XTREME runs keeps only integer ids (the hub rows carry no ids, so a range's extent is unknown).
+            # empty nodes (`8.1`), neither with an integer head: they are dropped and the syntactic words kept.
+            # XTREME's converter builds words from integer ids too but then fuses each range into one token; the hub
+            # rows carry no ids, so a range's extent is unknown here (README design notes).
             keep = [str(h).isdigit() for h in r["head"]] if "head" in r else [True] * len(r[f["tokens"]])
             tags = [dec(v) for v, k in zip(r[f["tags"]], keep) if k]
             if tags and min(tags) < 0:   # never let an unknown tag become -1 (not the loss's ignore index; 'X' gold)
