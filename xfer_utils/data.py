@@ -37,6 +37,8 @@ def load(task: str, split: str, language: str = "en", *, data_dir: str | os.Path
     tasks.check_language(task, language)
     tasks.check_split(task, split, language)
     root = data_dir_from(data_dir)
+    if task in tasks.EMBEDDING_DATA:   # scored from embeddings, on the data of another task
+        return load(tasks.EMBEDDING_DATA[task], split, language, data_dir=root, max_examples=max_examples, seed=seed)
     if t.components:
         from datasets import concatenate_datasets
         ds = concatenate_datasets([load(c, split, language, data_dir=root) for c in t.components])
@@ -44,8 +46,14 @@ def load(task: str, split: str, language: str = "en", *, data_dir: str | os.Path
         src = t.source_for(language)
         if src is None or src.hub_id == "user":
             ds = _load_user(t, split, language, root)
+        elif src.treebanks:
+            ds = _load_treebanks(t, src, split, root)
+        elif src.filter == "language_pair":
+            ds = _normalize(t, src, _language_pair(t, src, split, language, root))
         else:
             raw = _load_raw(src, tasks.config_name(task, language), src.splits[split], root)
+            if task == "xcopa":
+                raw = _reconcile_xcopa(raw, split, root)
             ds = _normalize(t, src, _filter_language(src, raw, language))
     if t.type in ("classification", "pair_classification", "multiple_choice") and split != "test":
         ds = ds.filter(lambda lab: [x >= 0 for x in lab], input_columns="label", batched=True)   # G3: -1 / "" rows
@@ -105,6 +113,69 @@ def _filter_language(src: tasks.Source, ds, language: str):
     return ds
 
 
+def _load_treebanks(task: tasks.Task, src: tasks.Source, split: str, root: Path | None):
+    """Every treebank of the language that has `split`, in registry order, as one dataset (UD v2.7 languages)."""
+    from datasets import concatenate_datasets
+    parts = [_normalize(task, src, _load_raw(src, config, src.splits[split], root))
+             for config, have in src.treebanks if split in have]
+    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def _language_pair(task: tasks.Task, src: tasks.Source, split: str, language: str, root: Path | None):
+    """Cross-lingual pairs ("en-de"): text_a from the first language's config, text_b from the second's, row by row.
+    Only sound when row i of both configs is the same pair (stsb_multi_mt's translations are): checked here on the
+    labels, which must be equal row for row."""
+    from datasets import Dataset
+    a, b = language.split("-")
+    f, hub_split = src.fields, src.splits[split]
+    ra, rb = (_load_raw(src, src.config.format(lang=lg), hub_split, root) for lg in (a, b))
+    la, lb = ra[f["label"]], rb[f["label"]]
+    bad = sum(x != y for x, y in zip(la, lb))
+    if len(ra) != len(rb) or bad:
+        raise ValueError(f"{task.name} {language}: {src.hub_id} {a} and {b} ({hub_split}) are not row-aligned "
+                         f"({len(ra)} vs {len(rb)} rows, {bad} rows with different labels); cross-lingual pairs need "
+                         f"row i to be the same pair in both languages")
+    cols = {f["text_a"]: ra[f["text_a"]], f["text_b"]: rb[f["text_b"]], f["label"]: la}
+    return Dataset.from_dict(cols, features=ra.features)
+
+
+# XCOPA's `question` (cause/effect) disagrees across languages for the same item in the released data (protocol.md
+# §9: th 250 of 500 test items, tr 51, sw 37; the labels agree): every language gets the value most XCOPA languages
+# give the item (by `idx`). On a tie (possible only when fewer languages are present) each language keeps its own.
+_XCOPA_MAJORITY: dict = {}
+
+
+def xcopa_question_majority(split: str, root: Path | None = None) -> dict[int, str]:
+    """idx -> the `question` a strict majority of the registry's XCOPA languages give that item (`split` normalized).
+    Items without a strict majority are absent. Cached per mirror state."""
+    from collections import Counter, defaultdict
+    t = tasks.get("xcopa")
+    langs = tasks.all_languages("xcopa")
+    stamp = None
+    if root is not None:
+        stamp = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in (root / "cambridgeltl/xcopa").rglob("*.parquet")))
+    key = (split, str(root), stamp)
+    if key not in _XCOPA_MAJORITY:
+        votes: dict[int, Counter] = defaultdict(Counter)
+        for lg in langs:
+            src = t.source_for(lg)
+            raw = _load_raw(src, tasks.config_name("xcopa", lg), src.splits[split], root)
+            for q, i in zip(raw["question"], raw["idx"]):
+                votes[int(i)][q] += 1
+        out = {}
+        for i, c in votes.items():
+            ranked = c.most_common()
+            if len(ranked) == 1 or ranked[0][1] > ranked[1][1]:
+                out[i] = ranked[0][0]
+        _XCOPA_MAJORITY[key] = out
+    return _XCOPA_MAJORITY[key]
+
+
+def _reconcile_xcopa(raw, split: str, root: Path | None):
+    majority = xcopa_question_majority(split, root)
+    return raw.map(lambda q, i: {"question": majority.get(int(i), q)}, input_columns=["question", "idx"])
+
+
 def _get(row: dict, column: str):
     for part in column.split("."):
         row = row[part]
@@ -151,7 +222,20 @@ def _normalize(task: tasks.Task, src: tasks.Source, raw):
     if typ == "tagging":
         tag_feat = feats[f["tags"]].feature
         dec = _label_decoder(task, src, tag_feat)
-        fn = lambda r: {"tokens": list(r[f["tokens"]]), "tags": [dec(v) for v in r[f["tags"]]]}  # noqa: E731
+        names = getattr(tag_feat, "names", None)
+
+        def fn(r):
+            # UD v2.7 rows (hub universal_dependencies) also hold multiword-token ranges (`19-20 im`, UPOS `_`) and
+            # empty nodes (`8.1`), neither with an integer head: they are dropped and the syntactic words kept.
+            # XTREME's converter builds words from integer ids too but then fuses each range into one token; the hub
+            # rows carry no ids, so a range's extent is unknown here (README design notes).
+            keep = [str(h).isdigit() for h in r["head"]] if "head" in r else [True] * len(r[f["tokens"]])
+            tags = [dec(v) for v, k in zip(r[f["tags"]], keep) if k]
+            if tags and min(tags) < 0:   # never let an unknown tag become -1 (not the loss's ignore index; 'X' gold)
+                raw_tag = next(v for v, k in zip(r[f["tags"]], keep) if k and dec(v) < 0)
+                raise ValueError(f"{task.name}: tag {names[raw_tag] if names else raw_tag!r} of {src.hub_id} is not "
+                                 f"one of the task's labels ({', '.join(task.label_names)})")
+            return {"tokens": [w for w, k in zip(r[f["tokens"]], keep) if k], "tags": tags}
         out = Features({"tokens": List(Value("string")), "tags": List(Value("int64"))})
     elif typ == "span_qa":
         fn = lambda r: {"id": r[f["id"]], "context": r[f["context"]], "question": r[f["question"]],  # noqa: E731

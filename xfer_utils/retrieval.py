@@ -131,6 +131,22 @@ def tatoeba_search(src_emb, tgt_emb, use_faiss: bool | None = None, device=None)
     return knn(_unit(tgt_emb), _unit(src_emb), 1, use_faiss, device)[1][:, 0]
 
 
+def pair_cosines(emb_a, emb_b) -> np.ndarray:
+    """Cosine of row i of `emb_a` with row i of `emb_b` (one score per sentence pair)."""
+    a, b = _unit(emb_a), _unit(emb_b)
+    if a.shape != b.shape:
+        raise ValueError(f"pair_cosines needs two arrays of the same shape (one row per pair), got {a.shape} and "
+                         f"{b.shape}")
+    return (a * b).sum(axis=1)
+
+
+def sts_cosine_scores(emb_a, emb_b, gold: Sequence[float]) -> dict[str, float]:
+    """Unsupervised STS (no target training): each pair's cosine scored against the gold similarity as STS is,
+    Pearson and Spearman x 100 (metrics.correlation_scores)."""
+    from xfer_utils import metrics
+    return metrics.correlation_scores(pair_cosines(emb_a, emb_b).tolist(), list(gold))
+
+
 # ---------------------------------------------------------------- BUCC mining
 
 def _margin(a: np.ndarray, b: np.ndarray, margin: str) -> np.ndarray:

@@ -61,7 +61,7 @@ def parse_intermediate(label: str) -> list[tuple[str, str]]:
     >>> parse_intermediate("mnli+nope")
     Traceback (most recent call last):
     ...
-    ValueError: unknown task 'nope'; valid tasks: anli_plus, ccg, commonsenseqa, copa, cosmosqa, hellaswag, mlm, mnli, qqp, siqa, snli, squad, squad_v2, sst2, stsb, bucc2018, mlqa, panx, pawsx, stsb_multi_mt, tatoeba, tydiqa, udpos, xcopa, xnli, xquad
+    ValueError: unknown task 'nope'; valid tasks: anli_plus, ccg, commonsenseqa, copa, cosmosqa, hellaswag, mlm, mnli, qqp, siqa, snli, squad, squad_v2, sst2, stsb, bucc2018, mlqa, panx, pawsx, stsb_cross, stsb_cross_cosine, stsb_multi_mt, tatoeba, tydiqa, udpos, xcopa, xnli, xquad
     """
     return tasks.parse_intermediate(label)   # the grammar lives in tasks.py (cost.py and validate.py use it too)
 
@@ -264,7 +264,8 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
               max_examples: int = -1, batch_size: int = 64, seed: int = 1, model_label: str = "",
               bucc_proxy: bool = False, log=print) -> dict:
     """BUCC / Tatoeba straight from an encoder (no target training): embeddings of one layer, mean-pooled.
-    BUCC reads the original corpora (`bucc_path`, the data_dir mirror's user/bucc2018, or XFER_BUCC_PATH);
+    Also the embedding tasks (tasks.EMBEDDING_TASKS: unsupervised cross-lingual STS, the cosine of the two
+    sentences). BUCC reads the original corpora (`bucc_path`, the data_dir mirror's user/bucc2018, or XFER_BUCC_PATH);
     `bucc_proxy=True` opts in to the hub's gold-pairs-only proxy, whose rows get the split 'proxy-test'."""
     from . import embeddings as E
     from . import retrieval as R
@@ -273,8 +274,9 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
                                      "bucc_proxy": bucc_proxy})
     if init_from:
         validate.check_model(init_from, "init_from")
-    if task not in tasks.RETRIEVAL_TASKS:
-        raise ValueError(f"{task!r} is not a retrieval task; choose one of: {', '.join(tasks.RETRIEVAL_TASKS)}")
+    if task not in tasks.RETRIEVAL_TASKS + tasks.EMBEDDING_TASKS:
+        raise ValueError(f"{task!r} is not a retrieval task; choose one of: "
+                         f"{', '.join(tasks.RETRIEVAL_TASKS + tasks.EMBEDDING_TASKS)}")
     langs = languages or tasks.languages(task, benchmark)
     for lg in langs:
         tasks.check_language(task, lg)
@@ -308,6 +310,9 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
             split, n = "test", len(ds)
             from . import scoring
             scoring.write_predictions("tatoeba", lg, [int(p) for p in pred], run_dir / "predictions")
+        elif task in tasks.EMBEDDING_TASKS:
+            sc, split, n = _sts_cosine(R, E, enc, tokenizer, task, lg, layer, data_dir, batch_size, cache, key,
+                                       run_dir, max_examples)
         else:
             sc, split, n = _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key,
                                  run_dir, max_examples, bucc_proxy, log)
@@ -323,6 +328,18 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
 def _tatoeba_acc(pred) -> float:
     from . import metrics
     return metrics.tatoeba_accuracy([int(p) for p in pred], list(range(len(pred))))
+
+
+def _sts_cosine(R, E, enc, tokenizer, task, lg, layer, data_dir, batch_size, cache, key, run_dir, max_examples):
+    """Unsupervised STS on the pairs of tasks.EMBEDDING_DATA[task] (test split): cosine of the two sentences'
+    embeddings, Spearman x 100 against the gold scores. Rows carry `task` (never the trained STS task's name)."""
+    from . import scoring
+    split = "test"
+    ds = data.load(task, split, lg, data_dir=data_dir or None, max_examples=max_examples if max_examples > 0 else None)
+    a = E.embed(enc, tokenizer, list(ds["text_a"]), layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+    b = E.embed(enc, tokenizer, list(ds["text_b"]), layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+    scoring.write_predictions(task, lg, R.pair_cosines(a, b).tolist(), run_dir / "predictions")
+    return R.sts_cosine_scores(a, b, list(ds["label"])), split, len(ds)
 
 
 def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key, run_dir, max_examples,

@@ -11,7 +11,7 @@ Sources for every list and default: ../shared/reference/datasets.md (hub ids, co
 >>> get("xnlii")
 Traceback (most recent call last):
 ...
-ValueError: unknown task 'xnlii'; valid tasks: anli_plus, ccg, commonsenseqa, copa, cosmosqa, hellaswag, mlm, mnli, qqp, siqa, snli, squad, squad_v2, sst2, stsb, bucc2018, mlqa, panx, pawsx, stsb_multi_mt, tatoeba, tydiqa, udpos, xcopa, xnli, xquad
+ValueError: unknown task 'xnlii'; valid tasks: anli_plus, ccg, commonsenseqa, copa, cosmosqa, hellaswag, mlm, mnli, qqp, siqa, snli, squad, squad_v2, sst2, stsb, bucc2018, mlqa, panx, pawsx, stsb_cross, stsb_cross_cosine, stsb_multi_mt, tatoeba, tydiqa, udpos, xcopa, xnli, xquad
 """
 from __future__ import annotations
 
@@ -51,8 +51,29 @@ TATOEBA_CODES = {
 # TyDiQA-GoldP: language lives in the id prefix (datasets.md G7).
 TYDIQA_PREFIX = {"en": "english", "ar": "arabic", "bn": "bengali", "fi": "finnish", "id": "indonesian",
                  "ko": "korean", "ru": "russian", "sw": "swahili", "te": "telugu"}
-# UD v2.7 treebanks for the XTREME-R-only UD-POS languages (hub `universal_dependencies` configs).
-UD27_TREEBANKS = {"lt": "lt_alksnis", "pl": "pl_pdb", "uk": "uk_iu", "wo": "wo_wtb", "ro": "ro_rrt"}
+# UD v2.7 treebanks for the XTREME-R-only UD-POS languages: every treebank of the language, as XTREME-R reads
+# them (scripts/download_data.sh converts every v2.7 .conllu file whose name starts with the language code; the same
+# concatenation of all treebanks as its v2.5 data, datasets.md G14). Source of the list and of each treebank's
+# splits: the hub `universal_dependencies` loading script (v2.7, `_UD_DATASETS` in huggingface/datasets
+# datasets/universal_dependencies/universal_dependencies.py); splits are normalized names.
+UD27_TREEBANKS_SOURCE = ("universal-dependencies/universal_dependencies v2.7 (refs/convert/parquet); treebank list "
+                         "and splits from its loading script's _UD_DATASETS; XTREME-R uses all v2.7 treebanks of "
+                         "lt pl uk wo ro (google-research/xtreme scripts/download_data.sh)")
+UD27_TREEBANKS = {
+    "lt": {"lt_alksnis": ("train", "validation", "test")},
+    "pl": {"pl_lfg": ("train", "validation", "test"), "pl_pdb": ("train", "validation", "test"), "pl_pud": ("test",)},
+    "uk": {"uk_iu": ("train", "validation", "test")},
+    "wo": {"wo_wtb": ("train", "validation", "test")},
+    "ro": {"ro_nonstandard": ("train", "validation", "test"), "ro_rrt": ("train", "validation", "test"),
+           "ro_simonero": ("train", "validation", "test")},
+}
+# Treebanks XTREME-R has but the hub cannot give right: why each is left out.
+UD27_LEFT_OUT = {"lt_hse": "the hub script reads lt_hse-ud-train.conllu for its dev and test splits too, so its "
+                           "test split would repeat training sentences"}
+
+# Cross-lingual STS "languages": sentence1's language - sentence2's language, English paired with each other
+# stsb_multi_mt language in both directions.
+STS_CROSS_PAIRS = tuple(p for lg in "de es fr it nl pl pt ru zh".split() for p in (f"en-{lg}", f"{lg}-en"))
 
 # XTREME's TASK2LANGS, in the order of google-research/xtreme evaluate.py (datasets.md §3.4).
 XTREME_LANGS = {
@@ -93,6 +114,8 @@ class Source:
     labels: str = "int"                          # label encoding, see data._decode_labels
     filter: str | None = None                    # "language" column or "id_prefix" (one config, many languages)
     splits_by_lang: dict[str, tuple[str, ...]] = field(default_factory=dict)  # languages missing some splits
+    # Several configs read as one (UD v2.7: all treebanks of a language): (config, normalized splits it has).
+    treebanks: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,9 +244,12 @@ _TASKS: list[Task] = [
                 splits_by_lang={"tl": ("test",), "th": ("test",), "yo": ("test",), "kk": ("train", "test")}),
          _langs("udpos"), tuple(UPOS_LABELS), metrics=("f1", "precision", "recall"), primary_metric="f1",
          train_task=("udpos", "en"), epochs=10.0,
-         lang_sources={lg: Source("universal-dependencies/universal_dependencies", tb, _TVT, revision=_PARQUET,
-                                  fields={"tokens": "tokens", "tags": "upos"})
-                       for lg, tb in UD27_TREEBANKS.items()}),
+         lang_sources={lg: Source("universal-dependencies/universal_dependencies", next(iter(tbs)), _TVT,
+                                  revision=_PARQUET, fields={"tokens": "tokens", "tags": "upos"},
+                                  treebanks=tuple(tbs.items()))
+                       for lg, tbs in UD27_TREEBANKS.items()},
+         note="XTREME-R languages lt pl uk wo ro: every UD v2.7 treebank of the language (tasks.UD27_TREEBANKS), "
+              "multiword-token ranges and empty nodes dropped (data.py)"),
     Task("panx", "target", "tagging",
          Source(_XT, "PAN-X.{lang}", _TVT, fields={"tokens": "tokens", "tags": "ner_tags"}),
          _langs("panx"), tuple(NER_LABELS), metrics=("f1", "precision", "recall"), primary_metric="f1",
@@ -269,6 +295,20 @@ _TASKS: list[Task] = [
                 labels="float", fields={"text_a": "sentence1", "text_b": "sentence2", "label": "similarity_score"}),
          {"xtreme-r": tuple("en de es fr it nl pl pt ru zh".split())}, metrics=("pearson", "spearman"),
          primary_metric="spearman", train_task=("stsb", "en")),
+    # Cross-lingual STS: the row-aligned stsb_multi_mt test/dev sets (row i is the same pair, same score, in every
+    # language) give pairs whose two sentences are in two languages; language "en-de" = sentence1 English,
+    # sentence2 German (data.load builds them). Trained on English STS-B like stsb_multi_mt ...
+    Task("stsb_cross", "target", "regression",
+         Source("PhilipMay/stsb_multi_mt", "{lang}", {"validation": "dev", "test": "test"}, labels="float",
+                filter="language_pair",
+                fields={"text_a": "sentence1", "text_b": "sentence2", "label": "similarity_score"}),
+         {"xtreme-r": STS_CROSS_PAIRS}, metrics=("pearson", "spearman"), primary_metric="spearman",
+         train_task=("stsb", "en"), note="en-xx and xx-en pairs from the row-aligned stsb_multi_mt sets"),
+    # ... and without any target training: cosine of the encoder's mean-pooled embeddings (the retrieval layer), the
+    # Spearman x 100 of that cosine against the gold scores, run by the retrieval phase like Tatoeba.
+    Task("stsb_cross_cosine", "target", "regression", None, {"xtreme-r": STS_CROSS_PAIRS},
+         metrics=("pearson", "spearman"), primary_metric="spearman", max_length=512,
+         note="unsupervised cross-lingual STS: no target training; reads stsb_cross's pairs (retrieval phase)"),
 ]
 # ANLI rounds are components of anli_plus, not tasks of their own in the paper, but loadable for the same reason.
 _TASKS += [Task(f"anli_r{r}", "intermediate", "pair_classification",
@@ -321,6 +361,12 @@ def parse_intermediate(label: str) -> list[tuple[str, str]]:
     return out
 
 
+# Scored straight from an encoder by the retrieval phase too, without being retrieval (their own rows and task name).
+EMBEDDING_TASKS = ("stsb_cross_cosine",)
+# The task whose pairs an embedding task scores.
+EMBEDDING_DATA = {"stsb_cross_cosine": "stsb_cross"}
+
+
 def get(name: str) -> Task:
     """The registry record of `name`; an unknown name fails with the valid choices."""
     try:
@@ -356,6 +402,8 @@ def check_language(task: str, language: str) -> None:
 def splits(task: str, language: str = "en") -> list[str]:
     """Normalized split names available for (task, language)."""
     t = get(task)
+    if task in EMBEDDING_DATA:
+        return splits(EMBEDDING_DATA[task], language)
     if t.components:
         return [s for s in SPLITS if all(s in splits(c) for c in t.components)]
     src = t.source_for(language)

@@ -63,7 +63,7 @@ def _entity_words() -> list[str]:
 def world_languages() -> list[str]:
     out = ["en"]
     for name in tasks.REGISTRY:
-        out += [lg for lg in tasks.all_languages(name) if lg not in out]
+        out += [lg for lg in tasks.all_languages(name) if lg not in out and "-" not in lg]   # not "en-de" pairs
     return out
 
 
@@ -203,6 +203,19 @@ UD27_UPOS = ["NOUN", "PUNCT", "ADP", "NUM", "SYM", "SCONJ", "ADJ", "PART", "DET"
              "ADV", "INTJ", "VERB", "AUX"]
 
 
+def ud27_multiword(row: dict, j: int) -> dict:
+    """`row` (hub universal_dependencies schema) with words j and j+1 made the parts of a multiword token: a range
+    row (CoNLL-U `3-4 im`) is inserted before them the way the hub's loading script writes one (the fused form,
+    UPOS `_`, lemma `_`, xpos None, the other columns str(None) = "None"), and the text shows the fused form."""
+    fused = row["tokens"][j] + row["tokens"][j + 1]
+    out = {k: list(v) if isinstance(v, list) else v for k, v in row.items()}
+    for col, val in (("tokens", fused), ("lemmas", "_"), ("upos", UD27_UPOS.index("_")), ("xpos", None),
+                     ("feats", "None"), ("head", "None"), ("deprel", "None"), ("deps", "None"), ("misc", "None")):
+        out[col].insert(j, val)
+    out["text"] = " ".join(row["tokens"][:j] + [fused] + row["tokens"][j + 2:])
+    return out
+
+
 def _rows(kind: str, lang: Lang, en: Lang, n: int, rng: random.Random, split: str) -> dict[str, list]:
     """`n` rows of `kind` in `lang`, as a dict of columns."""
     cols: dict[str, list] = {}
@@ -234,11 +247,22 @@ def _rows(kind: str, lang: Lang, en: Lang, n: int, rng: random.Random, split: st
             a, b, k = _pair(rng, lang, 2)
             add(sentence1=a, sentence2=b, label=str(k))
         elif kind == "stsb":
-            score = rng.randrange(6)
+            # Row-aligned across languages, as the real translations are: row i has the same score and the same
+            # shared content words (numbers, like names in real text) in every language; fillers are the
+            # language's own. The score is the number of SAME markers in sentence2 (the learnable signal) and of
+            # content words the two sentences share (what an untrained encoder's cosine can see).
+            shared = random.Random(f"stsb|{split}|{i}")
+            score = shared.randrange(6)
+            content = [f"n{shared.randrange(10**4):04d}" for _ in range(5)]
+            s1 = lang.fill(rng, rng.randint(2, 5))
+            for w in content:
+                s1 = _insert(rng, s1, w)
             words = lang.fill(rng, rng.randint(4, 8))
+            for w in content[:score]:
+                words = _insert(rng, words, w)
             for _ in range(score):
                 words = _insert(rng, words, SAME)
-            add(sentence1=_sentence(rng, lang), sentence2=" ".join(words), similarity_score=float(score))
+            add(sentence1=" ".join(s1), sentence2=" ".join(words), similarity_score=float(score))
         elif kind in ("squad", "squad_v2", "XQuAD", "MLQA"):
             row = _qa(rng, lang, i, answerable=not (kind == "squad_v2" and i % 5 == 4))
             if kind != "XQuAD":
@@ -278,9 +302,13 @@ def _rows(kind: str, lang: Lang, en: Lang, n: int, rng: random.Random, split: st
                 add(tokens=toks, pos_tags=tags)
             else:
                 m = len(toks)
-                add(idx=f"s{i}", text=" ".join(toks), tokens=toks, lemmas=toks,
-                    upos=[UD27_UPOS.index(tasks.UPOS_LABELS[t]) for t in tags], xpos=["_"] * m, feats=["_"] * m,
-                    head=["0"] * m, deprel=["dep"] * m, deps=["_"] * m, misc=["_"] * m)
+                row = dict(idx=f"s{i}", text=" ".join(toks), tokens=toks, lemmas=toks,
+                           upos=[UD27_UPOS.index(tasks.UPOS_LABELS[t]) for t in tags], xpos=["_"] * m,
+                           feats=["None"] * m, head=["0"] + ["1"] * (m - 1), deprel=["root"] + ["dep"] * (m - 1),
+                           deps=["None"] * m, misc=["None"] * m)
+                if i % 3 == 0 and m >= 3:   # a multiword token, as the hub rows keep it (see ud27_multiword)
+                    row = ud27_multiword(row, rng.randrange(m - 1))
+                add(**row)
         elif kind in ("PAN-X", "wikiann"):
             toks, tags = _tagged(rng, lang, "ner")
             row = dict(tokens=toks, ner_tags=tags, langs=[lang.code] * len(toks))
@@ -340,8 +368,9 @@ def _mirror_spec() -> list[tuple[str, str, str, str, str, str]]:
         for lg in tasks.all_languages(task):
             src = tasks.get(task).source_for(lg)
             only = src.splits_by_lang.get(lg, tasks.SPLITS)
-            add(src.hub_id, tasks.config_name(task, lg), [src.splits[s] for s in only],
-                kind if src.hub_id == xt else alt_kind, lg, "parquet" if src.revision else "main")
+            for config, have in src.treebanks or ((tasks.config_name(task, lg), only),):   # UD v2.7: every treebank
+                add(src.hub_id, config, [src.splits[s] for s in only if s in have],
+                    kind if src.hub_id == xt else alt_kind, lg, "parquet" if src.revision else "main")
     for lg in tasks.all_languages("xquad"):
         src = tasks.get("xquad").source_for(lg)
         add(src.hub_id, tasks.config_name("xquad", lg), ["validation"], "XQuAD", lg,
@@ -497,7 +526,7 @@ def _corpus(data_root: Path) -> list[str]:
                 if isinstance(v, str):
                     texts.append(v)
                 elif isinstance(v, list) and v and isinstance(v[0], str):
-                    texts.append(" ".join(v))
+                    texts.append(" ".join(x for x in v if x is not None))   # UD v2.7 xpos holds None
                 elif isinstance(v, dict):
                     texts += [" ".join(x) for x in v.values() if isinstance(x, list) and x and isinstance(x[0], str)]
     texts += [p.read_text(encoding="utf-8") for p in sorted((data_root / "user").rglob("*.txt"))]

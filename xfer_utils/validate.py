@@ -205,14 +205,15 @@ def check_run(kind: str | None, params: dict, corpora: bool = True) -> None:
         check_languages(task, p.get("languages"))
     elif kind == "retrieval":
         task = p.get("task")
-        if task not in tasks.RETRIEVAL_TASKS:
-            raise ValueError(f"task {task!r} is not a retrieval task; valid tasks: {', '.join(tasks.RETRIEVAL_TASKS)}")
+        valid = tasks.RETRIEVAL_TASKS + tasks.EMBEDDING_TASKS
+        if task not in valid:
+            raise ValueError(f"task {task!r} is not a retrieval task; valid tasks: {', '.join(valid)}")
         check_intermediate(p.get("intermediate", tasks.NO_INTERMEDIATE), allow_none=True)
         check_languages(task, p.get("languages"))
         if task == "bucc2018" and corpora:
             check_bucc(p.get("languages"), p.get("bucc_path") or "", p.get("data_dir", ""),
                        bool(p.get("bucc_proxy", False)))
-        elif corpora:
+        elif corpora and task == "tatoeba":
             check_user_corpus(task, p.get("data_dir", ""),
                               p.get("languages") or tasks.languages(task, p.get("benchmark", "xtreme")))
     else:
