@@ -446,3 +446,21 @@ def test_dry_run_says_which_lengths_are_measured(tmp_path):
 
 
 REPO_PLAN = Path(__file__).resolve().parents[1] / "params" / "plans" / "quick.yaml"
+
+
+# ---------------------------------------------------------------- the memory planner's CPU fp32 case (make realshape)
+def test_planner_cpu_fp32_case_by_hand():
+    """fp32 AdamW on CPU: 16 bytes per parameter, fp32 activations (2 x the 16-bit 34 bytes per s.b.h per layer), the
+    process instead of a CUDA context, x1.1 fragmentation; MLM co-training adds its vocabulary logits."""
+    from xfer_utils import ladder
+    m = ladder.get("xlmr-base")
+    s, b = 256, 4
+    act = m.layers * s * b * m.hidden * 68 + 4 * s * b * m.hidden
+    want = (16 * m.params_total + act) * ladder.FRAGMENTATION / 1e9 + ladder.CPU_PROCESS_GB
+    got = ladder.estimate_memory_gb("xlmr-base", "full", s, b, precision="fp32", device="cpu")
+    assert got == pytest.approx(want)
+    mlm = ladder.estimate_memory_gb("xlmr-base", "full", s, b, precision="fp32", device="cpu",
+                                    mlm_vocab=(250002, 128, 4))
+    assert mlm - got == pytest.approx(ladder.MLM_LOGIT_COPIES * 4 * 250002 * 128 * 4 * ladder.FRAGMENTATION / 1e9)
+    with pytest.raises(ValueError, match="covers strategy 'full' only"):
+        ladder.estimate_memory_gb("xlmr-base", "lora", precision="fp32", device="cpu")

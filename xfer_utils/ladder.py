@@ -45,6 +45,7 @@ OVERHEAD_GB, FRAGMENTATION = 1.0, 1.1
 # (4 weight + 4 grad + 8 moments), activations take twice the 16-bit bytes, and instead of a CUDA context the
 # process itself (Python, torch, transformers, datasets, a notebook kernel) is resident.
 FP32_STATE_BYTES, CPU_PROCESS_GB = 16, 0.8
+MLM_LOGIT_COPIES = 4        # measured ~3.4 logits-sized tensors at the peak of an MLM step (tests/realshape.py)
 LORA_RANK = 16
 REQUIRES = {"adam8bit": "bitsandbytes", "lora": "peft", "fsdp": "accelerate + an FSDP config"}
 
@@ -140,7 +141,9 @@ def estimate_memory_gb(model: str | Model, strategy: str = "full", seq_len: int 
     """Peak training memory per GPU in GB (1e9 bytes) for `strategy`; see the module docstring for the model.
     `precision="fp32"`, `device="cpu"`: the CPU case (fp32 states and activations, the process instead of a CUDA
     context; full fine-tuning only). `mlm_vocab=(V, s, b)`: MLM co-training's vocabulary logits for b x s tokens
-    (logits, their log-softmax and gradient: 3 x 4 bytes each), which dominate activations for a 250k vocabulary.
+    (fp32 logits over the whole vocabulary at every position, as models.Head computes them: the logits, their
+    log-softmax and the backward's gradient buffers, MLM_LOGIT_COPIES x 4 bytes each), which dominate activations for a
+    250k vocabulary.
 
     >>> round(estimate_memory_gb("xlmr-large"), 1), round(estimate_memory_gb("xlmr-large", "lora"), 1)
     (14.0, 2.5)
@@ -162,7 +165,7 @@ def estimate_memory_gb(model: str | Model, strategy: str = "full", seq_len: int 
         per_layer *= 2
         act = m.layers * per_layer + 4 * s * b * h
         if mlm_vocab:
-            act += 3 * 4 * mlm_vocab[0] * mlm_vocab[1] * mlm_vocab[2]
+            act += MLM_LOGIT_COPIES * 4 * mlm_vocab[0] * mlm_vocab[1] * mlm_vocab[2]
         overhead = CPU_PROCESS_GB if device == "cpu" else OVERHEAD_GB
         return (FP32_STATE_BYTES * m.params_total + act) * FRAGMENTATION / 1e9 + overhead
     if strategy == "full":
@@ -170,7 +173,7 @@ def estimate_memory_gb(model: str | Model, strategy: str = "full", seq_len: int 
     else:                                               # every later strategy checkpoints layer inputs
         act = m.layers * 2 * s * b * h + per_layer
     if mlm_vocab:
-        act += 3 * 4 * mlm_vocab[0] * mlm_vocab[1] * mlm_vocab[2]
+        act += MLM_LOGIT_COPIES * 4 * mlm_vocab[0] * mlm_vocab[1] * mlm_vocab[2]
     p = m.params_total
     states = {"full": 18 * p, "grad_checkpointing": 18 * p, "adam8bit": 12 * p,
               "fsdp": 18 * p / n_gpus + 2 * 2 * (p - m.params_non_embedding + m.params_non_embedding / m.layers),
