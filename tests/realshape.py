@@ -135,8 +135,9 @@ def check_load_reports(runs: dict, failures: list) -> dict:
             continue
         if any(not k.startswith("heads.") for k in rep["initialized"]):
             fail(f"intermediate {rid}: encoder tensors freshly initialised: {rep['initialized'][:5]}")
-        if len(rep["loaded"]) < 190:     # XLM-R base: 199 encoder tensors without the pooler
-            fail(f"intermediate {rid}: only {len(rep['loaded'])} encoder tensors loaded")
+        n_enc = 5 + 16 * shape()["num_hidden_layers"]     # embeddings (3 + LayerNorm 2) + 16 per layer; no pooler
+        if len(rep["loaded"]) != n_enc:
+            fail(f"intermediate {rid}: {len(rep['loaded'])} encoder tensors loaded, expected {n_enc}")
         unused_lm = [k for k in rep["unused"] if k.startswith("lm_head.")]
         mlm_fresh = [k for k in rep["initialized"] if k.startswith("heads.mlm.")]
         if rid == "mnli":
