@@ -313,12 +313,13 @@ def test_why_a_language_stays_below_100(xlmr, lang):
 
 
 @pytest.fixture(scope="module")
-def real_mirror(world, tmp_path_factory):
+def real_mirror(request, tmp_path_factory):
     """The tiny world's mirror with the real XQuAD, UD, Tatoeba, XCOPA and STS configs written over it (what
     `xfer tiny --text-from` writes, without its tokenizer and models): `xfer check-data` reads it."""
     shared = shared_data()
     if shared is None or not (shared / "xlmr_tokenizer").is_dir():
         pytest.skip("../shared/data with xlmr_tokenizer is not present")
+    world = request.getfixturevalue("world")          # built only when the real data is there
     root = tmp_path_factory.mktemp("real_mirror")
     shutil.copytree(world["data"], root / "data")
     real = realtext.write_real_data(root / "data", shared, log=lambda *a: None)
