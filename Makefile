@@ -37,6 +37,13 @@ smoke-real: $(STAMP)
 	test -f .cache/real/world.json || $(TINY_ENV) $(BIN)/xfer tiny .cache/real --text-from $(SHARED_DATA)
 	$(TINY_ENV) $(BIN)/xfer run params/plans/smoke_real.yaml --parallel 2
 
+# An XLM-R-base-shaped model (XLM-R's real 250,002-id tokenizer, 12 layers, hidden 768, random weights) through every
+# phase on CPU with capped steps; checks the load reports and the memory planner against the measured peak RSS
+# (tests/realshape.py; writes .cache/realshape/realshape.json). Skips without ../shared/data/xlmr_tokenizer.
+.PHONY: realshape
+realshape: $(STAMP)
+	$(BIN)/python tests/realshape.py
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 

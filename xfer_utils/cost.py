@@ -47,7 +47,8 @@ TRAIN_EXAMPLES = {
     "siqa": 33_410, "copa": 400, "stsb": 5_749, "anli_r1": 16_946, "anli_r2": 45_460, "anli_r3": 100_459,
     "mlm": MLM_EXAMPLES, "pawsx": 49_401, "udpos": 21_253, "panx": 20_000, "tydiqa": 3_696,
 }
-# Mean XLM-R tokens per example (estimates).
+# Mean XLM-R tokens per example (estimates). Where real text exists, `tokens_per_example` takes the figure measured
+# with XLM-R's real tokenizer from resources/token_lengths.yaml instead (`xfer token-lengths` regenerates it).
 TOKENS_PER_EXAMPLE = {
     "anli_plus": 46, "mnli": 45, "snli": 30, "qqp": 30, "sst2": 13, "squad": 185, "squad_v2": 185,
     "hellaswag": 320, "cosmosqa": 440, "commonsenseqa": 125, "ccg": 35, "siqa": 120, "copa": 40, "stsb": 30,
@@ -98,7 +99,7 @@ def train_tokens(task: str, epochs: float, max_train_examples=None) -> float:
     t = base_task(task)
     if t is None or t not in TRAIN_EXAMPLES:
         raise KeyError(task)
-    return _cap(TRAIN_EXAMPLES[t], max_train_examples) * float(epochs) * TOKENS_PER_EXAMPLE[t]
+    return _cap(TRAIN_EXAMPLES[t], max_train_examples) * float(epochs) * tokens_per_example(t, "train")[0]
 
 
 def eval_tokens(task: str, max_eval_examples=None, n_languages: int | None = None) -> float:
@@ -106,7 +107,57 @@ def eval_tokens(task: str, max_eval_examples=None, n_languages: int | None = Non
     if t is None or t not in EVAL_EXAMPLES:
         raise KeyError(task)
     langs, per = EVAL_EXAMPLES[t]
-    return (n_languages or langs) * _cap(per, max_eval_examples) * TOKENS_PER_EXAMPLE[t]
+    return (n_languages or langs) * _cap(per, max_eval_examples) * tokens_per_example(t, "eval")[0]
+
+
+LENGTHS = Path(__file__).resolve().parent / "resources" / "token_lengths.yaml"
+_MEASURED: dict | None = None
+_USED: list | None = None          # (task, use) lookups while `lengths_used` records them
+
+
+def measured_lengths() -> dict:
+    """{task: entry} of resources/token_lengths.yaml (empty when the file is absent), read once."""
+    global _MEASURED
+    if _MEASURED is None:
+        import yaml
+        _MEASURED = (yaml.safe_load(LENGTHS.read_text(encoding="utf-8")) or {}).get("tasks", {}) \
+            if LENGTHS.exists() else {}
+    return _MEASURED
+
+
+def tokens_per_example(task: str, use: str = "train") -> tuple[float, str, str]:
+    """(mean tokens per example, status, text) for `task` ('train': its English training text, 'eval': the mean
+    over evaluation languages). status: 'measured' / 'measured-proxy' (XLM-R's real tokenizer on real text,
+    resources/token_lengths.yaml) or 'estimated' (TOKENS_PER_EXAMPLE: no real text for this task).
+
+    >>> tokens_per_example("mnli")
+    (45.0, 'estimated', 'cost.TOKENS_PER_EXAMPLE')
+    >>> tokens_per_example("tatoeba", "eval")[1]
+    'measured'
+    """
+    t = base_task(task) or task
+    e = measured_lengths().get(t) or {}
+    fig = e.get(use) or e.get("eval" if use == "train" else "train")
+    out = (float(fig["mean"]), e["status"], e.get("text", "")) if fig else \
+        (float(TOKENS_PER_EXAMPLE[t]), "estimated", "cost.TOKENS_PER_EXAMPLE")
+    if _USED is not None:
+        _USED.append((t, use, *out))
+    return out
+
+
+def lengths_used(runs) -> list[tuple[str, str, float, str, str]]:
+    """The distinct (task, use, tokens, status, text) figures that costing `runs` [(phase, params)] looks up."""
+    global _USED
+    _USED = []
+    try:
+        for phase, params in runs:
+            try:
+                run_tokens(phase, params)
+            except KeyError:
+                pass
+        return sorted(set(_USED))
+    finally:
+        _USED = None
 
 
 def _names(v) -> list[str]:

@@ -41,6 +41,11 @@ GPU_SIZES = (16, 24, 40, 80)          # GB columns of `xfer models`
 GPU_COUNTS = (1, 4, 8)                # GPUs per run in `xfer models --plan`
 SEQ_LEN, BATCH = 256, 8               # default micro-batch: jiant trains 4 (x8 accumulation) at 256 tokens
 OVERHEAD_GB, FRAGMENTATION = 1.0, 1.1
+# CPU fp32 (checked against `make realshape`, tests/realshape.py): AdamW in fp32 keeps 16 bytes per parameter
+# (4 weight + 4 grad + 8 moments), activations take twice the 16-bit bytes, and instead of a CUDA context the
+# process itself (Python, torch, transformers, datasets, a notebook kernel) is resident.
+FP32_STATE_BYTES, CPU_PROCESS_GB = 16, 0.8
+MLM_LOGIT_COPIES = 4        # measured ~3.4 logits-sized tensors at the peak of an MLM step (tests/realshape.py)
 LORA_RANK = 16
 REQUIRES = {"adam8bit": "bitsandbytes", "lora": "peft", "fsdp": "accelerate + an FSDP config"}
 
@@ -131,8 +136,14 @@ def _lora_params(m: Model) -> int:
 
 
 def estimate_memory_gb(model: str | Model, strategy: str = "full", seq_len: int = SEQ_LEN, batch: int = BATCH,
-                       n_gpus: int = 1) -> float:
+                       n_gpus: int = 1, precision: str = "mixed", device: str = "gpu",
+                       mlm_vocab: tuple[int, int, int] | None = None) -> float:
     """Peak training memory per GPU in GB (1e9 bytes) for `strategy`; see the module docstring for the model.
+    `precision="fp32"`, `device="cpu"`: the CPU case (fp32 states and activations, the process instead of a CUDA
+    context; full fine-tuning only). `mlm_vocab=(V, s, b)`: MLM co-training's vocabulary logits for b x s tokens
+    (fp32 logits over the whole vocabulary at every position, as models.Head computes them: the logits, their
+    log-softmax and the backward's gradient buffers, MLM_LOGIT_COPIES x 4 bytes each), which dominate activations for a
+    250k vocabulary.
 
     >>> round(estimate_memory_gb("xlmr-large"), 1), round(estimate_memory_gb("xlmr-large", "lora"), 1)
     (14.0, 2.5)
@@ -144,12 +155,25 @@ def estimate_memory_gb(model: str | Model, strategy: str = "full", seq_len: int 
         raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
     if strategy == "fsdp" and n_gpus < 2:
         raise ValueError("strategy 'fsdp' needs n_gpus >= 2")
+    if precision not in ("mixed", "fp32") or device not in ("gpu", "cpu"):
+        raise ValueError(f"precision must be 'mixed' or 'fp32' and device 'gpu' or 'cpu', not {precision!r}/{device!r}")
+    if (precision == "fp32" or device == "cpu") and strategy != "full":
+        raise ValueError("the fp32 / CPU memory model covers strategy 'full' only")
     s, b, h = seq_len, batch, m.hidden
     per_layer = s * b * h * 34 + (5 * m.heads * s * s * b if m.eager_only else 0)
+    if precision == "fp32":
+        per_layer *= 2
+        act = m.layers * per_layer + 4 * s * b * h
+        if mlm_vocab:
+            act += MLM_LOGIT_COPIES * 4 * mlm_vocab[0] * mlm_vocab[1] * mlm_vocab[2]
+        overhead = CPU_PROCESS_GB if device == "cpu" else OVERHEAD_GB
+        return (FP32_STATE_BYTES * m.params_total + act) * FRAGMENTATION / 1e9 + overhead
     if strategy == "full":
         act = m.layers * per_layer + 2 * s * b * h
     else:                                               # every later strategy checkpoints layer inputs
         act = m.layers * 2 * s * b * h + per_layer
+    if mlm_vocab:
+        act += MLM_LOGIT_COPIES * 4 * mlm_vocab[0] * mlm_vocab[1] * mlm_vocab[2]
     p = m.params_total
     states = {"full": 18 * p, "grad_checkpointing": 18 * p, "adam8bit": 12 * p,
               "fsdp": 18 * p / n_gpus + 2 * 2 * (p - m.params_non_embedding + m.params_non_embedding / m.layers),

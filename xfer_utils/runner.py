@@ -268,7 +268,20 @@ def cost_table(plan: plans.Plan, runs: list, gpu: str = "a100", out=print) -> fl
         out(f"{i:>3}  {r.phase:<{pw}}  {r.run_id:<{w}}  {fmt_hours(h):>6}  {dep}")
     extra = f" (+ {unknown} runs of unknown cost)" if unknown else ""
     out(f"total: {fmt_hours(total)} GPU-hours on one {gpu}{extra}; throughput: {'; '.join(sorted(notes)) or '-'}")
+    _print_lengths(runs, out)
     return total
+
+
+def _print_lengths(runs: list, out=print) -> None:
+    """Which tokens-per-example figures the costs rest on: measured with XLM-R's real tokenizer on real text
+    (resources/token_lengths.yaml) or estimated (cost.TOKENS_PER_EXAMPLE, where no real text exists)."""
+    used = cost.lengths_used([(r.phase, r.resolved or r.params) for r in runs])
+    for status, what in (("measured", "measured (XLM-R tokenizer, real text; resources/token_lengths.yaml)"),
+                         ("measured-proxy", "measured on stand-in real text (see token_lengths.yaml `text`)"),
+                         ("estimated", "estimated (no real text: cost.TOKENS_PER_EXAMPLE)")):
+        figs = [f"{t} {use} {n:.0f}" for t, use, n, st, _ in used if st == status]
+        if figs:
+            out(f"tokens per example, {what}: {', '.join(figs)}")
 
 
 def _decide(plan: plans.Plan, r: plans.Run, by_id: dict, state: dict, head: str, out) -> bool:

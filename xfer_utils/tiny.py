@@ -537,16 +537,19 @@ def _corpus(data_root: Path) -> list[str]:
     return texts
 
 
-def build_model(out: str | Path, tokenizer, size: str = DEFAULT_MODEL, seed: int = 0) -> Path:
+def build_model(out: str | Path, tokenizer, size: str = DEFAULT_MODEL, seed: int = 0, shape: dict | None = None) \
+        -> Path:
+    """A randomly initialised XLMRobertaForMaskedLM of `size` (or of an explicit `shape`, e.g. XLM-R base's for
+    `make realshape`) on `tokenizer`'s vocabulary, saved with the tokenizer like a hub checkpoint."""
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
-    if size not in MODEL_SIZES:
+    if shape is None and size not in MODEL_SIZES:
         raise ValueError(f"unknown tiny model size {size!r}; valid sizes: {', '.join(MODEL_SIZES)}")
     torch.manual_seed(seed)
     cfg = XLMRobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514, type_vocab_size=1,
                            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id, **MODEL_SIZES[size])
+                           eos_token_id=tokenizer.eos_token_id, **(shape or MODEL_SIZES[size]))
     from transformers.utils import logging as hf_logging
     model = XLMRobertaForMaskedLM(cfg)   # saved with its MLM head, like the hub checkpoints
     out = Path(out)
@@ -556,18 +559,49 @@ def build_model(out: str | Path, tokenizer, size: str = DEFAULT_MODEL, seed: int
     return out
 
 
-def build(root: str | Path, seed: int = 0, sizes: dict | None = None, overwrite: bool = True) -> dict[str, Path]:
-    """Build the whole tiny world under `root`; returns {"data": ..., "<model name>": ...}."""
+def load_tokenizer(path: str | Path):
+    """A given tokenizer for the tiny models (`xfer tiny DIR --tokenizer PATH`), e.g. XLM-R's genuine one. It must
+    keep XLM-R's special tokens (<s> <pad> </s> <unk> <mask>), which the features and the MLM masking rely on."""
+    from transformers import AutoTokenizer
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"--tokenizer {path}: not a folder; give one that AutoTokenizer.from_pretrained "
+                                f"loads (tokenizer.json + tokenizer_config.json), e.g. ../shared/data/xlmr_tokenizer")
+    tok = AutoTokenizer.from_pretrained(p)
+    missing = [k for k in ("bos_token", "pad_token", "eos_token", "unk_token", "mask_token")
+               if getattr(tok, k, None) is None]
+    if missing:
+        raise ValueError(f"--tokenizer {path}: the tokenizer has no {', '.join(missing)}; the tiny XLM-R models "
+                         f"need XLM-R's special tokens (<s> <pad> </s> <unk> <mask>)")
+    return tok
+
+
+def tokenizer_record(path: str | Path, tok) -> dict:
+    """What world.json says about a given tokenizer: where it came from, its size and the sha256 of its files."""
+    import hashlib
+    files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(Path(path).glob("*.json"))}
+    return {"path": str(Path(path).resolve()), "vocab_size": len(tok), "class": type(tok).__name__, "sha256": files}
+
+
+def build(root: str | Path, seed: int = 0, sizes: dict | None = None, overwrite: bool = True,
+          tokenizer: str | Path | None = None) -> dict[str, Path]:
+    """Build the whole tiny world under `root`; returns {"data": ..., "<model name>": ...}. `tokenizer`: a folder
+    with a tokenizer to build the models on (e.g. XLM-R's own, 250,002 ids) instead of training one on the mirror;
+    the model shapes stay tiny (only the embedding matrix grows with the vocabulary)."""
     root = Path(root)
+    given = load_tokenizer(tokenizer) if tokenizer else None     # fail fast, before anything is written
     if overwrite and root.exists():
         for sub in ("data", "models"):
             shutil.rmtree(root / sub, ignore_errors=True)
     data = build_data(root / "data", seed=seed, sizes=sizes)
-    tokenizer = train_tokenizer(_corpus(data))
+    tok = given if given is not None else train_tokenizer(_corpus(data))
     out = {"data": data}
     for name in MODEL_SIZES:
-        out[name] = build_model(root / "models" / name, tokenizer, name, seed=seed)
-    (root / "world.json").write_text(json.dumps({"seed": seed, "models": list(MODEL_SIZES), "data": "data"}, indent=1))
+        out[name] = build_model(root / "models" / name, tok, name, seed=seed)
+    record = {"seed": seed, "models": list(MODEL_SIZES), "data": "data"}
+    if given is not None:
+        record["tokenizer"] = tokenizer_record(tokenizer, given)
+    (root / "world.json").write_text(json.dumps(record, indent=1))
     return out
 
 
@@ -584,11 +618,14 @@ def ensure(root: str | Path, seed: int = 0) -> dict[str, Path]:
 
 def cmd_tiny(args) -> int:
     import time
+    if args.text_from and args.tokenizer:
+        raise ValueError("--tokenizer and --text-from cannot be combined yet: the real-text world trains its own "
+                         "tokenizer; use one of them")
     if args.text_from:   # the world built from real multilingual text (issue 9): xfer_utils/realtext.py
         from . import realtext
         return realtext.cli_build(args.dir, args.text_from, seed=args.seed, pretrain_steps=args.pretrain_steps)
     t0 = time.time()
-    paths = build(args.dir, seed=args.seed)
+    paths = build(args.dir, seed=args.seed, tokenizer=args.tokenizer)
     for k, v in paths.items():
         print(f"{k:12} {v}")
     print(f"built the tiny world in {time.time() - t0:.1f}s")
@@ -601,6 +638,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--text-from", metavar="PATH", help="build from real text in a folder laid out like "
                    "../shared/data (xquad/, udpos/, tatoeba/, xcopa/, stsb_multi_mt/; see README)")
+    p.add_argument("--tokenizer", metavar="PATH", default=None,
+                   help="build the tiny models on this tokenizer folder (e.g. ../shared/data/xlmr_tokenizer, XLM-R's "
+                   "own 250,002-id vocabulary) instead of one trained on the mirror")
     p.add_argument("--pretrain-steps", type=int, default=None, metavar="N",
                    help="with --text-from: multilingual MLM steps for the tiny encoders (default: a couple of minutes)")
     p.set_defaults(func=cmd_tiny)
