@@ -298,6 +298,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
             split, n = "test", len(ds)
             from . import scoring
             scoring.write_predictions("tatoeba", lg, [int(p) for p in pred], run_dir / "predictions")
+            scoring.write_labels("tatoeba", lg, list(range(len(pred))), run_dir / "labels")   # gold: i-th target
         else:
             sc, split, n = _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key,
                                  run_dir, max_examples)
@@ -338,6 +339,7 @@ def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, 
     sc = R.bucc_evaluate(dev, dev_corpus.gold, test, test_corpus.gold)
     threshold = sc.pop("threshold")
     scoring.write_predictions("bucc2018", lg, sorted(R.bucc_extract(test, threshold)), run_dir / "predictions")
+    scoring.write_labels("bucc2018", lg, sorted(test_corpus.gold), run_dir / "labels")
     if test_corpus.proxy:
         print(f"bucc2018 {lg}: {test_corpus.note}")
     return sc, "test", len(test_corpus.gold)
