@@ -267,3 +267,32 @@ def test_labels_written_beside_predictions(plan_outputs):
     recorded = [json.loads(x) for x in (rd / "metrics.jsonl").read_text().splitlines()]
     f1 = {r["language"]: r["value"] for r in recorded if r["metric"] == "f1"}
     assert {lg: s["f1"] for lg, s in out["tasks"]["xquad"]["languages"].items()} == pytest.approx(f1)
+
+
+@pytest.mark.slow
+def test_results_and_rq_notebooks_show_intervals_on_real_runs(plan_outputs):
+    """40_results prints the gain table with intervals and writes a forest plot per target; 52_rq_data gives each
+    language's gain an interval and draws the error-bar figure (3 languages: too few for a correlation)."""
+    import nbformat
+    import papermill
+
+    from xfer_utils import results
+    plan_dir = plan_outputs / "smoke"
+    results.collect(plan_dir, plan_dir / "results.csv")
+    figures = plan_dir / "figures"
+    texts = {}
+    for name in ("40_results", "52_rq_data"):
+        out = plan_outputs / f"{name}.ipynb"
+        papermill.execute_notebook(f"notebooks/{name}.ipynb", str(out), kernel_name="python3", progress_bar=False,
+                                   parameters=dict(results_csv=str(plan_dir / "results.csv"),
+                                                   figures_dir=str(figures), plan="gains-test"))
+        nb = nbformat.read(out, as_version=4)
+        texts[name] = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                              for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    assert "paired bootstrap 95% intervals over test examples" in texts["40_results"]
+    for target in ("xnli", "panx", "xquad", "tatoeba"):
+        assert (figures / f"40_forest_{target}.png").stat().st_size > 1000
+    table = __import__("pandas").read_csv(figures / "40_gains_intervals.csv")
+    assert table["gain_lo"].notna().all()
+    assert (figures / "52_gain_vs_cc100_ci.png").stat().st_size > 1000
+    assert "No comparison has at least 5 points with per-example predictions" in texts["52_rq_data"]

@@ -331,9 +331,11 @@ class GainResult:
         return np.full(self.n_boot, np.nan)
 
     def average(self, model: str, intermediate: str, targets, languages=None, benchmark: str | None = None,
-                exclude_english: bool = False, split: str = "") -> np.ndarray:
+                exclude_english: bool = False, split: str = "", skip_missing: bool = False) -> np.ndarray:
         """Bootstrap gains of the mean over `targets` of each target's mean over languages (the languages
-        present, restricted to `languages` / the benchmark's list / non-English as asked)."""
+        present, restricted to `languages` / the benchmark's list / non-English as asked). A target without
+        gains makes the result NaN, or is left out with ``skip_missing`` (as `analysis.difficulty_table` averages
+        only the targets both runs have)."""
         targets = [targets] if isinstance(targets, str) else list(targets)
         per_target = []
         for t in targets:
@@ -348,6 +350,8 @@ class GainResult:
             if exclude_english:
                 langs.discard("en")
             if not langs:
+                if skip_missing:
+                    continue
                 return np.full(self.n_boot, np.nan)
             per_target.append(np.mean([self.replicates(model, intermediate, t, lg, split) for lg in sorted(langs)],
                                       axis=0))
@@ -498,11 +502,12 @@ def formatted(table: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
 
 def point_intervals(frame: pd.DataFrame, result: GainResult | None, *, target_col: str = "target",
                     language_col: str | None = None, targets_of=None, benchmark: str | None = None,
-                    exclude_english: bool = False, level: float = LEVEL) -> tuple[pd.DataFrame, np.ndarray]:
+                    exclude_english: bool = False, skip_missing: bool = False,
+                    level: float = LEVEL) -> tuple[pd.DataFrame, np.ndarray]:
     """`frame` (rows with model, intermediate, a target and optionally a language) with ``gain_lo``/``gain_hi``
     from the bootstrap, and the (rows, resamples) matrix of each point's bootstrap gains (NaN rows where no
-    predictions exist). `targets_of` maps a pseudo-target (e.g. a group) to its member targets; a row whose
-    target column is missing (None) averages over every target in `targets_of[None]`."""
+    predictions exist). `targets_of` maps a pseudo-target (e.g. a group) to its member targets; with
+    ``target_col=None`` every row averages over the targets in ``targets_of[None]``."""
     targets_of = targets_of or {}
     n_boot = result.n_boot if result is not None else 1
     reps = np.full((len(frame), n_boot), np.nan)
@@ -512,7 +517,8 @@ def point_intervals(frame: pd.DataFrame, result: GainResult | None, *, target_co
         tgt = r[target_col] if target_col else None
         members = targets_of.get(tgt, [tgt] if tgt is not None else [])
         langs = [r[language_col]] if language_col else None
-        reps[i] = result.average(r["model"], r["intermediate"], members, langs, benchmark, exclude_english)
+        reps[i] = result.average(r["model"], r["intermediate"], members, langs, benchmark, exclude_english,
+                                 skip_missing=skip_missing)
     out = frame.copy()
     lohi = np.array([interval(x, level) for x in reps]) if len(reps) else np.empty((0, 2))
     out["gain_lo"] = lohi[:, 0] if len(lohi) else []
@@ -557,21 +563,25 @@ def effects_with_noise(frame: pd.DataFrame, x: str, y: str, reps: np.ndarray, by
     groups = frame.reset_index(drop=True).groupby(by, sort=False, dropna=False) if by else \
         [((), frame.reset_index(drop=True))]
     for key, g in groups:
-        row = {}
+        row = {"n_noisy": int(np.isfinite(reps[g.index.to_numpy()]).all(axis=1).sum())}
         for name in ("pearson", "spearman", "slope"):
             row.update(_noisy(name, g[x], g[y], reps[g.index.to_numpy()], log_x=log_x, n_boot=n_boot, seed=seed,
                               level=level))
         extra.append(row)
-    cols = [f"{n}_{s}" for n in ("pearson", "spearman", "slope") for s in ("lo_noisy", "hi_noisy", "noise_p")]
+    cols = ["n_noisy"] + [f"{n}_{s}" for n in ("pearson", "spearman", "slope") for s in ("lo_noisy", "hi_noisy",
+                                                                                            "noise_p")]
     return pd.concat([eff.reset_index(drop=True), pd.DataFrame(extra, columns=cols)], axis=1)
 
 
 def reading_noise(effects: pd.DataFrame, label_cols=(), y_label: str = "gain") -> str:
     """One sentence per comparison on whether the points' own noise could produce the observed association."""
     label_cols = [label_cols] if isinstance(label_cols, str) else list(label_cols)
-    if "slope_noise_p" not in effects or effects["slope_noise_p"].isna().all():
+    if "n_noisy" not in effects or not (effects["n_noisy"] > 0).any():
         return (f"The {y_label} points carry no per-example predictions here, so their own noise is not estimated: "
                 "the intervals above treat each point as exact.")
+    if effects["slope_noise_p"].isna().all():
+        return (f"No comparison has at least {stats.MIN_POINTS} points with per-example predictions, so the noise "
+                f"of the {y_label} points is not weighed against a correlation.")
     lines = [f"Accounting for the noise of each {y_label} (paired bootstrap over its test examples, resampled "
              "together with the points):"]
     for _, r in effects.iterrows():
