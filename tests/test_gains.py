@@ -239,6 +239,9 @@ def test_plan_outputs_give_a_gain_table_with_intervals(plan_outputs):
     avg = t[t["language"] == gains.AVG].set_index("target")
     assert avg.loc["xnli", "n_languages"] == 3
     assert avg.loc["xnli", "gain"] == pytest.approx(xnli["gain"].mean())
+    seeds = gains.seed_table(t).set_index("target")
+    assert seeds.loc["xnli", "n"] == 2 and np.isfinite(seeds.loc["xnli", "sd"])      # sd of the 2 seeds' averages
+    assert np.isnan(seeds.loc["panx", "sd"]) and seeds.loc["panx", "n"] == 1
     wide = gains.formatted(t)
     assert gains.AVG in wide.columns and wide.notna().any().all()
     assert "exclude 0" in gains.summary(res)

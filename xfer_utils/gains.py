@@ -362,6 +362,23 @@ def _sd(x) -> float:
     return float(np.std(x, ddof=1)) if len(x) > 1 else math.nan
 
 
+def _avg_sd(per_seed: dict, key: tuple, languages) -> float:
+    """Seed standard deviation of the language-averaged score (seeds that cover every language)."""
+    langs = list(languages)
+    means = [np.mean([by[lg] for lg in langs]) for by in per_seed.get(key, {}).values() if set(langs) <= set(by)]
+    return _sd(means)
+
+
+def seed_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The language averages with seed statistics: baseline and intermediate score (mean over seeds), seed
+    standard deviation (NaN with one seed) and n seeds, and the gain with its interval."""
+    cols = ["model", "target", "split", "intermediate", "score_base", "sd_base", "n_base", "score", "sd", "n", "gain",
+            "gain_lo", "gain_hi", "excludes_zero", "method"]
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    return table[table["language"] == AVG][cols].reset_index(drop=True)
+
+
 def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL,
             exclude_english: bool = False, model: str = "") -> GainResult:
     """Every (model, intermediate, target, split, language) gain over the same model's baseline under
@@ -383,6 +400,7 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
     n_splits = idx_all.groupby(["run_id", "target", "language"])["split"].transform("nunique")
     idx_all = idx_all.assign(n_splits=n_splits)
     rows, reps, missing = [], {}, []
+    per_seed: dict = {}          # (model, label, target, split) -> seed -> language -> score, for the averages' sd
     for (mdl, task, split, lang), cell in idx_all.groupby(["model", "target", "split", "language"], sort=True):
         base = cell[cell["intermediate"] == results.NO_INTERMEDIATE]
         others = [i for i in cell["intermediate"].unique() if i != results.NO_INTERMEDIATE]
@@ -416,6 +434,8 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
         if not is_base.any():
             continue
         base_rep = _seed_mean_rows(m[is_base], rng)
+        for label, seed_, score in zip(order["intermediate"], order["seed"], full):
+            per_seed.setdefault((mdl, label, task, split), {}).setdefault(int(seed_), {})[lang] = float(score)
         for inter in sorted(set(order["intermediate"]) - {results.NO_INTERMEDIATE}):
             sel = (order["intermediate"] == inter).to_numpy()
             rep = _seed_mean_rows(m[sel], rng) - base_rep
@@ -441,8 +461,9 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
         lo, hi = interval(rep, level)
         avg_rows.append({"model": mdl, "intermediate": inter, "target": task, "split": split, "language": AVG,
                          "n_examples": int(g["n_examples"].sum()), "score_base": g["score_base"].mean(),
-                         "sd_base": math.nan, "n_base": int(g["n_base"].min()), "score": g["score"].mean(),
-                         "sd": math.nan, "n": int(g["n"].min()), "gain": g["gain"].mean(), "gain_lo": lo,
+                         "sd_base": _avg_sd(per_seed, (mdl, results.NO_INTERMEDIATE, task, split), g["language"]),
+                         "n_base": int(g["n_base"].min()), "score": g["score"].mean(),
+                         "sd": _avg_sd(per_seed, (mdl, inter, task, split), g["language"]), "n": int(g["n"].min()), "gain": g["gain"].mean(), "gain_lo": lo,
                          "gain_hi": hi, "excludes_zero": bool(lo > 0 or hi < 0),
                          "method": "/".join(sorted(set(g["method"]))), "rescore_diff": g["rescore_diff"].max(),
                          "n_languages": len(g)})
@@ -616,6 +637,8 @@ def _cmd_gains(args) -> int:
     if not res.table.empty:
         with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_rows", 500):
             print(formatted(res.table).to_string())
+            print("\nLanguage averages: mean over seeds, seed sd and n per arm")
+            print(seed_table(res.table).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.csv:
         results.atomic_write_text(args.csv, res.table.to_csv(index=False))
         print(f"table written: {args.csv}")
