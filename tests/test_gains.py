@@ -194,7 +194,7 @@ def test_noisy_points_widen_the_correlation_and_flag_noise():
 @pytest.fixture(scope="module")
 def plan_outputs(world, tmp_path_factory):
     """A small plan's outputs from the real phase functions on the tiny world: an MNLI intermediate run, baseline
-    and MNLI target runs on XNLI (two seeds), PAN-X and XQuAD, and Tatoeba retrieval from both encoders."""
+    and MNLI target runs on XNLI (two seeds), PAN-X and XQuAD, and Tatoeba and BUCC retrieval from both encoders."""
     root = tmp_path_factory.mktemp("gains_outputs")
     plan_dir = root / "smoke"
     model = str(world["tiny-xlmr-s"])
@@ -214,11 +214,12 @@ def plan_outputs(world, tmp_path_factory):
                         checkpoint_dir=str(root / "ckpt" / rid), init_from=init, intermediate=label,
                         languages=["en", "de", "es"], seed=seed, data_dir=data, max_eval_examples=24,
                         model_label="tiny-xlmr-s", **hp, **quiet)
-    for label, init in (("none", ""), ("mnli", encoder)):
-        rid = f"tiny__{label}__tatoeba"
-        runs.retrieval(model, "tatoeba", run_id=rid, plan="smoke", run_dir=str(plan_dir / "retrieval" / rid),
-                       init_from=init, intermediate=label, languages=["de", "es"], data_dir=data, max_examples=24,
-                       model_label="tiny-xlmr-s", **quiet)
+    for task in ("tatoeba", "bucc2018"):
+        for label, init in (("none", ""), ("mnli", encoder)):
+            rid = f"tiny__{label}__{task}"
+            runs.retrieval(model, task, run_id=rid, plan="smoke", run_dir=str(plan_dir / "retrieval" / rid),
+                           init_from=init, intermediate=label, languages=["de", "fr"] if task == "bucc2018" else
+                           ["de", "es"], data_dir=data, max_examples=24, model_label="tiny-xlmr-s", **quiet)
     return root
 
 
@@ -226,9 +227,9 @@ def test_plan_outputs_give_a_gain_table_with_intervals(plan_outputs):
     res = gains.compute(plan_outputs / "smoke", n_boot=300)
     t = res.table
     assert not res.missing
-    assert set(t["target"]) == {"xnli", "panx", "xquad", "tatoeba"}
+    assert set(t["target"]) == {"xnli", "panx", "xquad", "tatoeba", "bucc2018"}
     per = t[t["language"] != gains.AVG]
-    assert len(per) == 3 * 3 + 2 and set(per["intermediate"]) == {"mnli"}
+    assert len(per) == 3 * 3 + 2 + 2 and set(per["intermediate"]) == {"mnli"}
     # rescoring every run from its files with the official metric reproduces the number the run recorded
     assert (t["rescore_diff"] < 1e-6).all()
     assert (t["gain_lo"] <= t["gain"] + 1e-9).all() and (t["gain"] <= t["gain_hi"] + 1e-9).all()
@@ -293,7 +294,7 @@ def test_results_and_rq_notebooks_show_intervals_on_real_runs(plan_outputs):
         texts[name] = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                               for o in c.get("outputs", []) if o.get("output_type") == "stream")
     assert "paired bootstrap 95% intervals over test examples" in texts["40_results"]
-    for target in ("xnli", "panx", "xquad", "tatoeba"):
+    for target in ("xnli", "panx", "xquad", "tatoeba", "bucc2018"):
         assert (figures / f"40_forest_{target}.png").stat().st_size > 1000
     table = __import__("pandas").read_csv(figures / "40_gains_intervals.csv")
     assert table["gain_lo"].notna().all()

@@ -85,10 +85,32 @@ def _qa_unit(task: str, lang: str, qid, answers, preds: dict) -> float:
     return (sc["exact_match"] + sc["f1"]) / 2
 
 
-def _tag_counts(gold_sent, pred_sent, scheme: str) -> tuple[int, int, int]:
-    g = set(metrics.get_chunks([gold_sent], scheme))
-    p = set(metrics.get_chunks([pred_sent], scheme))
-    return len(g & p), len(p), len(g)
+def _tag_counts(gold: list, predictions: list, scheme: str) -> np.ndarray:
+    """(runs, sentences, 3) chunk counts from the official chunker run once over all sentences, as
+    `metrics.tagging_scores` runs it (sentences joined with an "O" after each, which closes every chunk, so each
+    chunk lies in the sentence where it starts)."""
+    n = len(gold)
+    for p in predictions:
+        for i, (g, s) in enumerate(zip(gold, p)):
+            if len(g) != len(s):
+                raise ValueError(f"tagging: sentence {i} has {len(g)} gold tags but {len(s)} predicted tags")
+    starts = np.cumsum([0] + [len(s) + 1 for s in gold])[:-1]
+
+    def sentence_of(chunks):
+        return np.searchsorted(starts, np.array([c[1] for c in chunks], dtype=np.int64), side="right") - 1
+
+    g_chunks = metrics.get_chunks(gold, scheme)
+    g_set = set(g_chunks)
+    n_gold = np.bincount(sentence_of(g_chunks), minlength=n)
+    out = np.zeros((len(predictions), n, 3))
+    for r, p in enumerate(predictions):
+        p_chunks = list(dict.fromkeys(metrics.get_chunks(p, scheme)))       # a set, as the scorer takes it
+        sent = sentence_of(p_chunks)
+        hit = np.array([c in g_set for c in p_chunks], dtype=bool)
+        out[r, :, 0] = np.bincount(sent[hit], minlength=n)
+        out[r, :, 1] = np.bincount(sent, minlength=n)
+        out[r, :, 2] = n_gold
+    return out
 
 
 def units(task: str, lang: str, gold, predictions: list) -> Units:
@@ -120,9 +142,7 @@ def units(task: str, lang: str, gold, predictions: list) -> Units:
                              "the same examples")
     keys = list(range(n))
     if t.type == "tagging":
-        scheme = scoring.TAGGING_SCHEME.get(task, "lenient")
-        vals = np.array([[_tag_counts(g, s, scheme) for g, s in zip(gold, p)] for p in predictions], dtype=float)
-        return Units(kind, keys, vals.reshape(len(predictions), n, 3))
+        return Units(kind, keys, _tag_counts(gold, predictions, scoring.TAGGING_SCHEME.get(task, "lenient")))
     if t.type == "regression":
         vals = np.array([[(float(a), float(g)) for a, g in zip(p, gold)] for p in predictions], dtype=float)
         return Units(kind, keys, vals.reshape(len(predictions), n, 2), metric=t.primary_metric)
@@ -224,7 +244,7 @@ def paired_bootstrap(u: Units, base: list[int], inter: list[int], n_boot: int = 
 
 def _score_of(task: str, rows: pd.DataFrame) -> float:
     """The XTREME language score a run recorded: (EM + F1) / 2 for QA, else the primary metric."""
-    if tasks.get(task).type == "span_qa":
+    if task in tasks.REGISTRY and tasks.get(task).type == "span_qa":
         v = rows.set_index("metric")["value"]
         return float((v.get("exact_match", math.nan) + v.get("f1", math.nan)) / 2)
     p = rows[rows["is_primary"]]
@@ -406,6 +426,9 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
         others = [i for i in cell["intermediate"].unique() if i != results.NO_INTERMEDIATE]
         if base.empty or not others:
             continue
+        if task not in tasks.REGISTRY or tasks.get(task).family != "target":
+            missing.append(f"{task}/{lang}/{split}: not a target task with prediction files")
+            continue
         runs, golds = [], []
         for _, r in cell.iterrows():
             try:
@@ -416,7 +439,7 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
                 gold = read_gold(task, lf)
                 runs.append((r, _pred_values(task, read_predictions(task, pf, gold))))
                 golds.append(gold)
-            except FileNotFoundError as e:
+            except (FileNotFoundError, ValueError) as e:     # absent or unreadable: reported, the rest goes on
                 missing.append(f"{task}/{lang}/{split}: {e}")
         if not runs:
             continue
@@ -424,7 +447,11 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
         if any(g != gold for g in golds[1:]):
             missing.append(f"{task}/{lang}/{split}: runs of {mdl} were scored on different gold labels; not paired")
             continue
-        u = units(task, lang, _gold_values(task, gold), [p for _, p in runs])
+        try:
+            u = units(task, lang, _gold_values(task, gold), [p for _, p in runs])
+        except ValueError as e:          # files that do not pair up (lengths, formats): say so, keep the rest
+            missing.append(f"{task}/{lang}/{split}: {e}")
+            continue
         order = pd.DataFrame([r for r, _ in runs]).reset_index(drop=True)
         rng = _rng(seed, mdl, task, split, lang)
         ex = resample_indices(u.n, n_boot, rng)
@@ -463,8 +490,8 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
                          "n_examples": int(g["n_examples"].sum()), "score_base": g["score_base"].mean(),
                          "sd_base": _avg_sd(per_seed, (mdl, results.NO_INTERMEDIATE, task, split), g["language"]),
                          "n_base": int(g["n_base"].min()), "score": g["score"].mean(),
-                         "sd": _avg_sd(per_seed, (mdl, inter, task, split), g["language"]), "n": int(g["n"].min()), "gain": g["gain"].mean(), "gain_lo": lo,
-                         "gain_hi": hi, "excludes_zero": bool(lo > 0 or hi < 0),
+                         "sd": _avg_sd(per_seed, (mdl, inter, task, split), g["language"]), "n": int(g["n"].min()),
+                         "gain": g["gain"].mean(), "gain_lo": lo, "gain_hi": hi, "excludes_zero": bool(lo > 0 or hi < 0),
                          "method": "/".join(sorted(set(g["method"]))), "rescore_diff": g["rescore_diff"].max(),
                          "n_languages": len(g)})
         reps[(mdl, inter, task, split, AVG)] = rep
