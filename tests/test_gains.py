@@ -275,8 +275,8 @@ def test_labels_written_beside_predictions(plan_outputs):
 
 @pytest.mark.slow
 def test_results_and_rq_notebooks_show_intervals_on_real_runs(plan_outputs):
-    """40_results prints the gain table with intervals and writes a forest plot per target; 52_rq_data gives each
-    language's gain an interval and draws the error-bar figure (3 languages: too few for a correlation)."""
+    """40_results prints the gain table with intervals and writes a forest plot per target; 51-53 give each point
+    an interval and draw the error-bar figures (one model, 3 languages: too few points for a correlation)."""
     import nbformat
     import papermill
 
@@ -285,7 +285,7 @@ def test_results_and_rq_notebooks_show_intervals_on_real_runs(plan_outputs):
     results.collect(plan_dir, plan_dir / "results.csv")
     figures = plan_dir / "figures"
     texts = {}
-    for name in ("40_results", "52_rq_data"):
+    for name in ("40_results", "51_rq_size", "52_rq_data", "53_rq_difficulty"):
         out = plan_outputs / f"{name}.ipynb"
         papermill.execute_notebook(f"notebooks/{name}.ipynb", str(out), kernel_name="python3", progress_bar=False,
                                    parameters=dict(results_csv=str(plan_dir / "results.csv"),
@@ -299,4 +299,6 @@ def test_results_and_rq_notebooks_show_intervals_on_real_runs(plan_outputs):
     table = __import__("pandas").read_csv(figures / "40_gains_intervals.csv")
     assert table["gain_lo"].notna().all()
     assert (figures / "52_gain_vs_cc100_ci.png").stat().st_size > 1000
-    assert "No comparison has at least 5 points with per-example predictions" in texts["52_rq_data"]
+    for name in ("51_rq_size", "52_rq_data", "53_rq_difficulty"):     # one model, 3 languages, 1 task: few points
+        assert "No comparison has at least 5 points with per-example predictions" in texts[name], name
+    assert (figures / "51_gain_vs_size_ci.png").exists() and (figures / "53_gain_vs_difficulty_ci.png").exists()

@@ -604,7 +604,8 @@ def effects_with_noise(frame: pd.DataFrame, x: str, y: str, reps: np.ndarray, by
     ``*_noise_p``: the share of draws in which the points' example noise alone (each point's bootstrap deviation,
     no true differences between points) gives a statistic at least as far from 0 as the observed one. A large
     ``noise_p`` (>= 0.05) says the noise of the points alone could produce the observed correlation.
-    Groups whose points lack bootstrap gains get NaN there."""
+    These use the points that have bootstrap gains (``n_noisy`` of them); with fewer than `stats.MIN_POINTS` such
+    points they are NaN."""
     eff = stats.effects(frame, x, y, by, log_x=log_x, n_boot=n_boot, seed=seed)
     by = [by] if isinstance(by, str) else list(by)
     extra = []
