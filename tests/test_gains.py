@@ -302,3 +302,52 @@ def test_results_and_rq_notebooks_show_intervals_on_real_runs(plan_outputs):
     for name in ("51_rq_size", "52_rq_data", "53_rq_difficulty"):     # one model, 3 languages, 1 task: few points
         assert "No comparison has at least 5 points with per-example predictions" in texts[name], name
     assert (figures / "51_gain_vs_size_ci.png").exists() and (figures / "53_gain_vs_difficulty_ci.png").exists()
+
+
+def _random_files(task, lang, rng, root):
+    """Random predictions and gold for one language of `task`, written with scoring.write_predictions/labels."""
+    from xfer_utils import scoring, tasks
+    t = tasks.get(task)
+    n = 25
+    if t.type == "span_qa":
+        words = ["Berlin", "the city", "1912", "red fox", "Paris", "a river"]
+        gold = {f"q{i}": [words[int(rng.integers(6))]] for i in range(n)}
+        pred = {q: words[int(rng.integers(6))] for q in list(gold)[:-3]}          # 3 unanswered
+    elif t.type == "tagging":
+        gold, pred = _random_tags(rng, n)
+        if task == "udpos":
+            pos = list(t.label_names)
+            gold = [[pos[len(x) % len(pos)] for x in s] for s in gold]
+            pred = [[pos[(len(x) + (i % 2)) % len(pos)] for i, x in enumerate(s)] for s in pred]
+    elif task == "bucc2018":
+        gold = [(f"{lang}-{i}", f"en-{i}") for i in range(n)]
+        pred = [(f"{lang}-{i}", f"en-{i if rng.random() < 0.6 else i + 1}") for i in range(0, n + 5)]
+    elif task == "tatoeba":
+        gold = list(range(n))
+        pred = [i if rng.random() < 0.6 else int(rng.integers(n)) for i in range(n)]
+    elif t.type == "regression":
+        gold = list(rng.uniform(0, 5, n))
+        pred = [g + rng.normal(0, 1) for g in gold]
+    else:
+        k = len(t.label_names) if t.label_names else 2
+        gold = [int(x) for x in rng.integers(0, k, n)]
+        pred = [g if rng.random() < 0.6 else int(rng.integers(k)) for g in gold]
+    return (scoring.write_predictions(task, lang, pred, root / "predictions"),
+            scoring.write_labels(task, lang, gold, root / "labels"))
+
+
+@pytest.mark.parametrize("task,lang", [("xnli", "de"), ("pawsx", "de"), ("xcopa", "et"), ("stsb_multi_mt", "de"),
+                                       ("udpos", "de"), ("panx", "de"), ("xquad", "de"), ("mlqa", "zh"),
+                                       ("tydiqa", "fi"), ("tatoeba", "de"), ("bucc2018", "de")])
+def test_files_of_every_target_rescore_like_xfer_score(task, lang, tmp_path):
+    """Read back from XTREME-format files, the per-example units of every target type give the score the official
+    scorer (`xfer score`'s score_files) gives the same files: the task score XTREME reports for that language."""
+    from xfer_utils import scoring, tasks
+    pf, lf = _random_files(task, lang, np.random.default_rng(7), tmp_path)
+    gold = gains.read_gold(task, lf)
+    pred = gains._pred_values(task, gains.read_predictions(task, pf, gold))
+    u = gains.units(task, lang, gains._gold_values(task, gold), [pred])
+    official = scoring.score_files(task, lang, pf, lf)
+    want = (official["exact_match"] + official["f1"]) / 2 if tasks.get(task).type == "span_qa" else \
+        official[tasks.get(task).primary_metric]
+    assert gains.full_scores(u)[0] == pytest.approx(want, abs=1e-9)
