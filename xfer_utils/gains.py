@@ -21,9 +21,12 @@ Resamples are drawn as a (resamples x examples) count matrix, so 1,000 resamples
 reported score is their mean, with the seed standard deviation and n. The interval of a gain is a two-level
 (hierarchical) bootstrap: in each resample the test examples are resampled once (shared by every run of that
 target and language: the pairing), then each arm's seeds are resampled with replacement and averaged, and the gain
-is the difference of the two arms' means. With one seed per arm this is the plain paired example bootstrap. Caveat,
-stated where it is reported: with 2-3 seeds the seed level of a bootstrap has few distinct resamples and tends to
-understate seed variance; the interval is then a lower bound on the real uncertainty (``method`` says which applied).
+is the difference of the two arms' means. With one seed per arm this is the plain paired example bootstrap, which
+cannot see seed variance. Measured coverage of the 95 % interval on simulated studies (400 items, true gain 5
+points, 200 studies each; tests/test_gains.py): one seed, no seed variance 0.96; one seed, a seed sd of 2 points
+0.835 (too narrow: one seed says nothing about seeds); 3 seeds with that seed sd 0.96, 5 seeds 0.985; several seeds
+without seed variance 0.99-1.0 (conservative: resampling both levels counts each seed's prediction noise twice).
+``method`` says which cells include seeds.
 
 **Averages.** The language-averaged gain of a target resamples examples within each language independently (test
 sets of different languages are different examples) and averages the per-language gains of each resample.
@@ -519,8 +522,10 @@ def summary(result: GainResult, level: float = LEVEL) -> str:
              f"corrected for multiple comparisons: about {0.05 * len(per):.1f} of {len(per)} would exclude 0 by "
              "chance alone."]
     if (t["method"].str.contains("seeds")).any():
-        lines.append("Cells with several seeds combine example and seed variation (two-level bootstrap); with fewer "
-                     "than 5 seeds the seed part is understated.")
+        lines.append("Cells with several seeds combine example and seed variation (two-level bootstrap; somewhat "
+                     "conservative).")
+    if (t["method"] == "examples").any():
+        lines.append("Cells with one seed per arm show example noise only; seed variance would widen them.")
     bad = t[t["rescore_diff"] > 1e-6]
     if len(bad):
         lines.append(f"Warning: {len(bad)} cells rescore differently from the recorded metric (max "
