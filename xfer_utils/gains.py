@@ -335,7 +335,7 @@ def _rng(seed: int, *key) -> np.random.Generator:
 class GainResult:
     """`table`: one row per (model, intermediate, target, split, language), plus ``language == "avg"`` rows;
     `reps`: the bootstrap gains of each row, keyed like the table's key columns; `missing`: what could not be
-    rescored and why."""
+    rescored and why (and runs counted as replicates although they share a seed)."""
     table: pd.DataFrame
     reps: dict
     n_boot: int
@@ -456,6 +456,10 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
             missing.append(f"{task}/{lang}/{split}: {e}")
             continue
         order = pd.DataFrame([r for r, _ in runs]).reset_index(drop=True)
+        dup = order[order.duplicated(["intermediate", "seed"], keep=False)]
+        if len(dup):         # e.g. the same setup in two plan phases: counted as replicates, which may be wrong
+            missing.append(f"{task}/{lang}/{split}: runs {', '.join(dup['run_id'])} share model, intermediate and "
+                           "seed; they are treated as replicates")
         rng = _rng(seed, mdl, task, split, lang)
         ex = resample_indices(u.n, n_boot, rng)
         m = metric_rows(u, ex)
