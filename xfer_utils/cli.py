@@ -15,6 +15,7 @@ MODULES = {
     "xfer_utils.ladder": ("models",),
     "xfer_utils.datacheck": ("check-data",),
     "xfer_utils.token_lengths": ("token-lengths",),
+    "xfer_utils.gains": ("gains",),
 }
 
 

@@ -84,6 +84,17 @@ def score(task: str, ds, preds, language: str = "en", label_names: list[str] | N
     return {"accuracy": metrics.accuracy(preds, list(ds["label"]))}
 
 
+def gold_labels(task: str, ds, label_names: list[str] | None = None):
+    """The gold side of `score`, as `scoring.write_labels` takes it."""
+    t = tasks.get(task)
+    if t.type == "span_qa":
+        return {i: list(a["text"]) for i, a in zip(list(ds["id"]), list(ds["answers"]))}
+    if t.type == "tagging":
+        names = label_names or list(t.label_names)
+        return [[names[x] for x in tags] for tags in list(ds["tags"])]
+    return list(ds["label"])
+
+
 def primary(task: str, scores: dict[str, float]) -> float:
     """The number model selection uses: XTREME's task score ((EM + F1) / 2 for QA)."""
     t = tasks.get(task)
@@ -109,6 +120,8 @@ def zero_shot(model, head: str, task: str, tokenizer, languages: list[str], *, r
         sc = score(task, ds, preds, lg, label_names)
         if predictions_dir:
             scoring.write_predictions(task, lg, preds, predictions_dir)
+            # gold beside them, so `xfer gains` can rescore resampled examples without reloading the data
+            scoring.write_labels(task, lg, gold_labels(task, ds, label_names), Path(predictions_dir).parent / "labels")
         lang_rows = [results.make_row(**run, target_task=task, language=lg, split=sp, metric=m, value=float(v),
                                       is_primary=(m == t.primary_metric), n_examples=len(ds))
                      for m, v in sc.items()]

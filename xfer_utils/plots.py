@@ -55,8 +55,9 @@ def plot_heatmap(table: pd.DataFrame, figures_dir, name: str, title: str = "", c
 
 def plot_scatter(frame: pd.DataFrame, x: str, y: str, figures_dir, name: str, hue: str | None = None,
                  col: str | None = None, log_x: bool = True, title: str = "", xlabel: str = "",
-                 ylabel: str = "") -> Path:
-    """Scatter of y on x (log x axis), one panel per `col`, one colour and one OLS line (on log10 x) per `hue`."""
+                 ylabel: str = "", yerr: tuple[str, str] | None = None) -> Path:
+    """Scatter of y on x (log x axis), one panel per `col`, one colour and one OLS line (on log10 x) per `hue`;
+    ``yerr`` = (low, high) interval columns draws each point's interval as an error bar (where it is finite)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     d = frame.dropna(subset=[x, y])
@@ -77,6 +78,11 @@ def plot_scatter(frame: pd.DataFrame, x: str, y: str, figures_dir, name: str, hu
             if pts.empty:
                 continue
             ax.scatter(pts[x], pts[y], color=colors[level], label=str(level) if hue else None, s=28, alpha=0.85)
+            if yerr:
+                bars = pts[np.isfinite(pts[list(yerr)].to_numpy(float)).all(axis=1)]
+                ax.errorbar(bars[x], bars[y], yerr=[(bars[y] - bars[yerr[0]]).clip(lower=0),
+                                                   (bars[yerr[1]] - bars[y]).clip(lower=0)], fmt="none",
+                            ecolor=colors[level], alpha=0.6, lw=1, capsize=2)
             xs = np.log10(pts[x].to_numpy(float)) if log_x else pts[x].to_numpy(float)
             if len(np.unique(xs)) >= 2:
                 b, a = np.polyfit(xs, pts[y].to_numpy(float), 1)
@@ -96,3 +102,35 @@ def plot_scatter(frame: pd.DataFrame, x: str, y: str, figures_dir, name: str, hu
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, figures_dir, name)
+
+
+def plot_forests(table: pd.DataFrame, figures_dir, prefix: str, title: str = "") -> list[Path]:
+    """One forest plot per target of a `gains.compute` table: each (intermediate, language) gain with its interval,
+    the language average as a diamond, a dashed line at 0; intervals that exclude 0 are drawn in colour.
+    Files ``<prefix>_<target>.png``; an empty table gives one figure that says so."""
+    import matplotlib.pyplot as plt
+    if table.empty:
+        return [_empty(figures_dir, f"{prefix}.png", f"{title}: no gains with per-example predictions")]
+    paths = []
+    for target, sub in table.groupby("target", sort=True):
+        sub = sub.iloc[::-1]
+        labels = [f"{m} | {i} | {lg}" if sub["model"].nunique() > 1 else f"{i} | {lg}"
+                  for m, i, lg in zip(sub["model"], sub["intermediate"], sub["language"])]
+        if sub["split"].nunique() > 1:
+            labels = [f"{lab} ({sp})" for lab, sp in zip(labels, sub["split"])]
+        ypos = np.arange(len(sub))
+        fig, ax = plt.subplots(figsize=(6.5, 1.0 + 0.28 * len(sub)))
+        color = np.where(sub["excludes_zero"], "tab:red", "tab:grey")
+        ax.hlines(ypos, sub["gain_lo"], sub["gain_hi"], colors=color, lw=1.6)
+        is_avg = (sub["language"] == "avg").to_numpy()
+        ax.scatter(sub["gain"][~is_avg], ypos[~is_avg], c=color[~is_avg], s=18, zorder=3)
+        ax.scatter(sub["gain"][is_avg], ypos[is_avg], c=color[is_avg], s=60, marker="D", zorder=3)
+        ax.axvline(0, color="black", lw=0.8, ls="--")
+        ax.set_yticks(ypos)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_xlabel("gain over no intermediate (points), 95% paired bootstrap interval")
+        ax.set_title(f"{title}: {target}" if title else str(target))
+        fig.tight_layout()
+        paths.append(_save(fig, figures_dir, f"{prefix}_{target}.png"))
+        plt.close(fig)
+    return paths

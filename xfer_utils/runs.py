@@ -310,6 +310,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
             split, n = "test", len(ds)
             from . import scoring
             scoring.write_predictions("tatoeba", lg, [int(p) for p in pred], run_dir / "predictions")
+            scoring.write_labels("tatoeba", lg, list(range(len(pred))), run_dir / "labels")   # gold: i-th target
         elif task in tasks.EMBEDDING_TASKS:
             sc, split, n = _sts_cosine(R, E, enc, tokenizer, task, lg, layer, data_dir, batch_size, cache, key,
                                        run_dir, max_examples)
@@ -377,6 +378,7 @@ def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, 
         log(f"bucc2018 {lg}: {test_corpus.note}; rows under split '{tasks.PROXY_SPLIT_PREFIX}test'")
         return sc, tasks.PROXY_SPLIT_PREFIX + "test", len(test_corpus.gold)
     scoring.write_predictions("bucc2018", lg, sorted(R.bucc_extract(test, threshold)), run_dir / "predictions")
+    scoring.write_labels("bucc2018", lg, sorted(test_corpus.gold), run_dir / "labels")
     log(f"bucc2018 {lg}: {len(test_corpus.src_sents)} + {len(test_corpus.tgt_sents)} sentences, "
         f"{len(test_corpus.gold)} gold pairs, threshold {threshold:.4f} (chosen on the sample part)")
     return sc, "test", len(test_corpus.gold)
