@@ -27,6 +27,12 @@ COLUMNS = ("run_id", "plan", "phase", "model", "intermediate", "target_task", "l
 TYPES = {"run_id": str, "plan": str, "phase": str, "model": str, "intermediate": str, "target_task": str,
          "language": str, "split": str, "metric": str, "value": float, "is_primary": bool, "seed": int,
          "n_examples": int, "init_from": str, "git_sha": str, "created_at": str}
+# How the row's model was trained (issue 16: RQ-size compares like with like): the memory strategy of the phase
+# (launch.STRATEGIES; "" = not recorded or no training, as retrieval) and its peak learning rate (NaN likewise).
+# Added after the first tables were written: rows and CSVs without them read with these defaults.
+OPTIONAL = {"strategy": "", "lr": float("nan")}
+COLUMNS = COLUMNS + tuple(OPTIONAL)
+TYPES = {**TYPES, "strategy": str, "lr": float}
 PHASES = ("intermediate", "target", "retrieval")
 NO_INTERMEDIATE = "none"   # the `intermediate` value of baseline runs (raw pretrained encoder)
 
@@ -42,7 +48,7 @@ def git_sha() -> str:
 
 def make_row(**fields) -> dict:
     """A schema row with defaults for the bookkeeping fields; raises on unknown or missing fields."""
-    row = {"init_from": "", "git_sha": git_sha(), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
+    row = {**OPTIONAL, "init_from": "", "git_sha": git_sha(), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
         timespec="seconds"), "plan": "", "intermediate": NO_INTERMEDIATE, "is_primary": False, "seed": 0,
         "n_examples": 0, **fields}
     if isinstance(row["value"], int) and not isinstance(row["value"], bool):
@@ -56,6 +62,8 @@ def validate_row(row: dict) -> None:
     if unknown:
         raise ValueError(f"results row has unknown fields {sorted(unknown)}; the schema is: {', '.join(COLUMNS)}")
     for c in COLUMNS:
+        if c not in row and c in OPTIONAL:   # a row written before the column existed: read with its default
+            continue
         if c not in row:
             raise ValueError(f"results row is missing field {c!r}; the schema is: {', '.join(COLUMNS)}")
         want, got = TYPES[c], row[c]
@@ -87,7 +95,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{**OPTIONAL, **json.loads(line)} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def append_rows(path: str | os.PathLike, rows: Iterable[dict]) -> list[dict]:
@@ -112,7 +120,9 @@ def row_key(r: dict) -> tuple:
 def to_frame(rows: list[dict]):
     import pandas as pd
     df = pd.DataFrame(rows, columns=list(COLUMNS))
-    return df.astype({"value": float, "is_primary": bool, "seed": int, "n_examples": int})
+    for c, default in OPTIONAL.items():
+        df[c] = df[c].astype(object).where(df[c].notna(), default) if len(df) else df[c]
+    return df.astype({"value": float, "is_primary": bool, "seed": int, "n_examples": int, "lr": float})
 
 
 def collect(root: str | os.PathLike, out_csv: str | os.PathLike | None = None):
@@ -139,6 +149,10 @@ def load_csv(path: str | os.PathLike):
     """Read a results.csv written by `collect`, with the schema's dtypes (empty strings stay strings)."""
     import pandas as pd
     df = pd.read_csv(path, dtype={c: str for c, t in TYPES.items() if t is str}, keep_default_na=False)
+    for c, default in OPTIONAL.items():   # tables written before these columns existed
+        if c not in df.columns:
+            df[c] = default
+    df["lr"] = pd.to_numeric(df["lr"].replace("", float("nan")))
     missing = set(COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"{path} is not a results table: missing columns {sorted(missing)}")
