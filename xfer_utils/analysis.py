@@ -303,11 +303,43 @@ def published_comparison(table: pd.DataFrame, benchmark: str | None = None, qa: 
 
 
 # ---------------------------------------------------------------- RQ-size
+FULL_PARAMETER = ("full", "grad_checkpointing", "adam8bit", "fsdp")   # same update, memory spent differently
+OTHER_TRAINING = ("mark", "exclude")
+
+
+def training_of(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x intermediate: how its point of a size plot was trained, from the ``strategy``/``lr`` columns of
+    the runs behind it (the intermediate run, its target runs and the model's baseline target runs). ``training``:
+    'full-parameter' (full, gradient checkpointing, 8-bit AdamW, FSDP), 'lora', 'mixed', or 'unknown' when a run did
+    not record it (tables written before the columns existed); ``lr``: the target phase's lr when all agree."""
+    d = df[df["phase"].isin(("intermediate", "target"))]
+    strat = d["strategy"] if "strategy" in d else pd.Series("", index=d.index)
+    lrs = d["lr"] if "lr" in d else pd.Series(np.nan, index=d.index)
+    d = d.assign(strategy=strat.fillna(""), lr=lrs)
+    out = []
+    for (m, inter), g in d.groupby(["model", "intermediate"]):
+        base = d[(d["model"] == m) & (d["intermediate"] == results.NO_INTERMEDIATE) & (d["phase"] == "target")]
+        used = set(g["strategy"]) | set(base["strategy"])
+        label = "unknown" if "" in used else "full-parameter" if used <= set(FULL_PARAMETER) else \
+            "lora" if used == {"lora"} else "mixed"
+        t_lr = g.loc[g["phase"] == "target", "lr"].dropna().unique()
+        out.append({"model": m, "intermediate": inter, "training": label,
+                    "lr": float(t_lr[0]) if len(t_lr) == 1 else np.nan})
+    return pd.DataFrame(out, columns=["model", "intermediate", "training", "lr"])
+
+
 def gains_by_model(df: pd.DataFrame, targets=("stsb_multi_mt", "xnli", "xcopa"), benchmark: str = "xtreme-r",
-                   exclude_english: bool = True, split: str = "", groups=None, params: pd.DataFrame | None = None):
+                   exclude_english: bool = True, split: str = "", groups=None, params: pd.DataFrame | None = None,
+                   other_training: str = "mark"):
     """Per model x intermediate x target: zero-shot score, baseline score and gain, with the model's parameter
     counts (ladder; or `params`, a frame with ``model`` + count columns). ``groups`` adds mean-gain pseudo-targets
-    (default: ``xtreme-r classification`` = XNLI + XCOPA, where both are present)."""
+    (default: ``xtreme-r classification`` = XNLI + XCOPA, where both are present).
+
+    Like with like: ``training`` (`training_of`) and ``lr`` say how each point was trained; ``same_training`` is
+    False for points trained otherwise than full-parameter fine-tuning (LoRA, with its own lr; or a mix).
+    ``other_training`` = "exclude" drops those points ('unknown' ones, from tables without the columns, stay)."""
+    if other_training not in OTHER_TRAINING:
+        raise ValueError(f"unknown other_training {other_training!r}; valid: {', '.join(OTHER_TRAINING)}")
     groups = RQ_SIZE_GROUPS if groups is None else groups
     ts = task_scores(df, benchmark, exclude_english, split)
     ts = ts[ts["target_task"].isin(list(targets))]
@@ -324,6 +356,11 @@ def gains_by_model(df: pd.DataFrame, targets=("stsb_multi_mt", "xnli", "xcopa"),
         g = g.merge(params.drop(columns=["hub_id", "family"]), on="ladder_name", how="left")
     else:
         g = g.merge(params, on="model", how="left")
+    g = g.merge(training_of(df), on=["model", "intermediate"], how="left")
+    g["training"] = g["training"].fillna("unknown")
+    g["same_training"] = g["training"].isin(["full-parameter", "unknown"])
+    if other_training == "exclude":
+        g = g[g["same_training"]]
     return _sorted(g.rename(columns={"target_task": "target"}), ["intermediate", "target", "model"])
 
 
