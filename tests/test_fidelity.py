@@ -170,15 +170,15 @@ def test_each_strategy_has_its_default_lr_and_rows_record_it(world, tmp_path):
 
 
 def test_results_written_before_the_training_columns_still_load(tmp_path):
-    """Old results.csv / metrics.jsonl (no strategy, no lr) read with the defaults ('' and NaN)."""
+    """Old results.csv / metrics.jsonl (no strategy, no lr) read with the defaults ('' and 0.0 = not recorded)."""
     old = {k: v for k, v in sr._row(metric="accuracy", value=50.0, target_task="xnli", language="de").items()}
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "metrics.jsonl").write_text(json.dumps({**old, "run_id": "a"}) + "\n")
     df = results.collect(tmp_path)
-    assert df.loc[0, "strategy"] == "" and math.isnan(df.loc[0, "lr"])
+    assert df.loc[0, "strategy"] == "" and df.loc[0, "lr"] == 0.0
     pd.DataFrame([old]).to_csv(tmp_path / "old.csv", index=False)     # the pre-change column set
     back = results.load_csv(tmp_path / "old.csv")
-    assert back.loc[0, "strategy"] == "" and math.isnan(back.loc[0, "lr"])
+    assert back.loc[0, "strategy"] == "" and back.loc[0, "lr"] == 0.0
     new = results.make_row(**{**old, "strategy": "lora", "lr": 3e-4})
     results.to_frame([new]).to_csv(tmp_path / "new.csv", index=False)
     assert results.load_csv(tmp_path / "new.csv").loc[0, "lr"] == pytest.approx(3e-4)

@@ -311,11 +311,12 @@ def training_of(df: pd.DataFrame) -> pd.DataFrame:
     """Per model x intermediate: how its point of a size plot was trained, from the ``strategy``/``lr`` columns of
     the runs behind it (the intermediate run, its target runs and the model's baseline target runs). ``training``:
     'full-parameter' (full, gradient checkpointing, 8-bit AdamW, FSDP), 'lora', 'mixed', or 'unknown' when a run did
-    not record it (tables written before the columns existed); ``lr``: the target phase's lr when all agree."""
+    not record it (tables written before the columns existed); ``lr``: the target phase's lr when all agree (else
+    NaN)."""
     d = df[df["phase"].isin(("intermediate", "target"))]
     strat = d["strategy"] if "strategy" in d else pd.Series("", index=d.index)
-    lrs = d["lr"] if "lr" in d else pd.Series(np.nan, index=d.index)
-    d = d.assign(strategy=strat.fillna(""), lr=lrs)
+    lrs = d["lr"] if "lr" in d else pd.Series(0.0, index=d.index)
+    d = d.assign(strategy=strat.fillna(""), lr=lrs.where(lrs > 0))   # 0 = not recorded
     out = []
     for (m, inter), g in d.groupby(["model", "intermediate"]):
         base = d[(d["model"] == m) & (d["intermediate"] == results.NO_INTERMEDIATE) & (d["phase"] == "target")]

@@ -28,9 +28,9 @@ TYPES = {"run_id": str, "plan": str, "phase": str, "model": str, "intermediate":
          "language": str, "split": str, "metric": str, "value": float, "is_primary": bool, "seed": int,
          "n_examples": int, "init_from": str, "git_sha": str, "created_at": str}
 # How the row's model was trained (issue 16: RQ-size compares like with like): the memory strategy of the phase
-# (launch.STRATEGIES; "" = not recorded or no training, as retrieval) and its peak learning rate (NaN likewise).
-# Added after the first tables were written: rows and CSVs without them read with these defaults.
-OPTIONAL = {"strategy": "", "lr": float("nan")}
+# (launch.STRATEGIES; "" = not recorded or no training, as retrieval) and its peak learning rate (0.0 likewise:
+# rows stay strict JSON). Added after the first tables were written: rows and CSVs without them read with these.
+OPTIONAL = {"strategy": "", "lr": 0.0}
 COLUMNS = COLUMNS + tuple(OPTIONAL)
 TYPES = {**TYPES, "strategy": str, "lr": float}
 PHASES = ("intermediate", "target", "retrieval")
@@ -152,7 +152,7 @@ def load_csv(path: str | os.PathLike):
     for c, default in OPTIONAL.items():   # tables written before these columns existed
         if c not in df.columns:
             df[c] = default
-    df["lr"] = pd.to_numeric(df["lr"].replace("", float("nan")))
+    df["lr"] = pd.to_numeric(df["lr"].replace("", 0.0))
     missing = set(COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"{path} is not a results table: missing columns {sorted(missing)}")
