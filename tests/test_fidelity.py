@@ -46,6 +46,8 @@ def test_target_phase_evaluates_dev_and_test_with_the_split_on_every_row(world, 
     # the split parameter restricts, 'dev' is accepted, and a task's missing split is skipped, not invented
     assert tasks.eval_splits("udpos", "kk", ["dev", "test"]) == [("test", ["test"])]
     assert tasks.eval_splits("xquad", "de", "dev") == []
+    with pytest.raises(ValueError, match="unknown evaluation split 'tset'; valid: dev, validation, test"):
+        _target(world, tmp_path / "bad", eval_splits=["dev", "tset"])       # fails before any compute
 
 
 def test_a_hub_split_serving_two_names_is_scored_once_under_both(world, tokenizer, tmp_path):
@@ -88,7 +90,8 @@ def test_best_intermediate_is_chosen_on_dev_and_reported_on_test():
 # ---------------------------------------------------------------- item 10a: incomplete cells
 def test_paper_table_shows_an_incomplete_cell_as_incomplete():
     """XTREME's evaluate.py reports a task only when every language is present (protocol.md §9: a group score is
-    shown only when complete): a cell over 14 of 15 XNLI languages is incomplete, not a 14-language mean."""
+    shown only when complete): a cell over 14 of the 15 XNLI languages its column has is incomplete, not a
+    14-language mean."""
     df = _dev_test_frame()
     df = df[~((df["intermediate"] == "mnli") & (df["language"] == "sw") & (df["split"] == "test"))]
     table = analysis.paper_table(df, "xtreme", split="test")
@@ -97,6 +100,11 @@ def test_paper_table_shows_an_incomplete_cell_as_incomplete():
     assert table.loc[("xlmr-base", "single", "squad"), "xnli"] == pytest.approx(70.0)
     assert table.attrs["incomplete"] == {("xlmr-base", "single", "mnli", "xnli"): (14, 15)}
     assert analysis.show_incomplete(table).loc[("xlmr-base", "single", "mnli"), "xnli"] == "incomplete (14/15)"
+    # a study that evaluates 4 languages everywhere (a plan's `languages`) compares like with like: complete cells,
+    # and the column is named as not XTREME's 15-language task score
+    few = analysis.paper_table(df[df["language"].isin(["de", "en", "th", "zh"])], "xtreme", split="test")
+    assert few.loc[("xlmr-base", "single", "mnli"), "xnli"] == pytest.approx(55.0) and not few.attrs["incomplete"]
+    assert few.attrs["partial_targets"] == {"xnli": (4, 15)} and not table.attrs["partial_targets"]
     # a dev cell expects only the languages that have a dev split (UD-POS kk, th, tl, yo are test-only)
     rows = [r for lg in tasks.languages("udpos") if "validation" in tasks.splits("udpos", lg)
             for r in sr._metric_rows("udpos", 80.0, run_id="u", model="xlmr-base", target_task="udpos",

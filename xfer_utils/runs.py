@@ -230,6 +230,7 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
     langs = languages or tasks.languages(target_task, benchmark)
     for lg in langs:
         tasks.check_language(target_task, lg)
+        tasks.eval_splits(target_task, lg, eval_splits)   # an unknown split name fails here, before any compute
     train_name, train_lang = t.train_task
     run_dir, ckpt = Path(run_dir), Path(checkpoint_dir)
     encoder = init_from or model
@@ -272,7 +273,8 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
                             for sp in dict.fromkeys(r["split"] for r in rows)}}
     summary["average"] = summary["averages"].get("test", next(iter(summary["averages"].values()), float("nan")))
     _write_summary(run_dir, "train_summary.json", summary)
-    log(f"{target_task}: mean primary over {len(langs)} languages = {summary['averages']}; "
+    log(f"{target_task}: mean primary over {len(langs)} languages: "
+        + ", ".join(f"{sp} {v:.2f}" for sp, v in summary["averages"].items()) + "; "
         f"rows in {run_dir / 'metrics.jsonl'}, predictions in {run_dir / 'predictions'}")
     return summary
 
