@@ -221,8 +221,9 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
            max_eval_examples: int = -1, eval_batch_size: int = 64, lora_rank: int = 0, model_label: str = "",
            strategy: str = "", eval_splits=tasks.EVAL_SPLITS, log=print, **train_kw) -> dict:
     """Phase 2 + 3: a fresh head on the encoder `init_from` (or the raw `model`), trained on the target's English
-    training task, then zero-shot evaluation in every language. Predictions in XTREME's formats go to
-    `<run_dir>/predictions/`."""
+    training task, then zero-shot evaluation in every language, on each of `eval_splits` (dev and test) the
+    language has. Predictions in XTREME's formats go to `<run_dir>/predictions/` (test) and
+    `<run_dir>/predictions/<split>/` (the others). Rows record the memory `strategy` and its lr."""
     t = tasks.get(target_task)
     if t.family != "target" or t.train_task is None:
         trainable = [n for n in tasks.PUBLIC if tasks.get(n).family == "target" and tasks.get(n).train_task]
