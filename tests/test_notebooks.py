@@ -116,7 +116,9 @@ def test_plan_runs_skips_when_done_and_resumes_after_a_kill(world, tmp_path):
     key = ["run_id", "target_task", "language", "split", "metric"]
     assert not df.duplicated(key).any()
     xnli = df[(df.phase == "target") & (df.metric == "accuracy")]
-    assert sorted(xnli.groupby("run_id").language.apply(sorted).tolist()) == [["de", "en", "th", "zh"]] * 2
+    for split in ("validation", "test"):          # phase 3 scores dev and test (20_target's eval_splits)
+        per_run = xnli[xnli.split == split].groupby("run_id").language.apply(sorted).tolist()
+        assert sorted(per_run) == [["de", "en", "th", "zh"]] * 2, split
     tat = df[(df.phase == "retrieval") & df.is_primary]
     assert len(tat) == 4 and set(tat.language) == {"de", "th"}
     assert set(df[df.phase == "intermediate"].metric) == {"accuracy"}

@@ -123,8 +123,10 @@ def task_scores(df: pd.DataFrame, benchmark: str | None = "xtreme", exclude_engl
     per_lang = ls.groupby(keys + ["language"], as_index=False)["score"].mean()
     out = per_lang.groupby(keys, as_index=False).agg(score=("score", "mean"), n_languages=("language", "nunique"))
     expected = {t: _benchmark_languages(t, benchmark) for t in out["target_task"].unique()}
-    out["n_expected"] = [len([x for x in expected[t] if not (exclude_english and x == "en")]) if expected[t] else n
-                         for t, n in zip(out["target_task"], out["n_languages"])]
+    # the languages that have the split: UD-POS kk, th, tl, yo are test-only, so a dev cell expects 29 of 33
+    out["n_expected"] = [len([x for x in expected[t] if not (exclude_english and x == "en") and
+                              (_task(t) is None or sp in tasks.splits(t, x))]) if expected[t] else n
+                         for t, sp, n in zip(out["target_task"], out["split"], out["n_languages"])]
     return out
 
 
@@ -132,6 +134,8 @@ def _seed_mean(ts: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     agg = {"score": ("score", "mean"), "n_seeds": ("seed", "nunique")}
     if "n_languages" in ts:
         agg["n_languages"] = ("n_languages", "min")
+    if "n_expected" in ts:
+        agg["n_expected"] = ("n_expected", "max")
     return ts.groupby(keys, as_index=False).agg(**agg)
 
 
@@ -174,17 +178,86 @@ def paper_table(df: pd.DataFrame, benchmark: str = "xtreme", model: str = "", sp
     targets = [t for t in BENCHMARK_TARGETS[benchmark] if t in set(ts["target_task"])]
     ts = ts[ts["target_task"].isin(targets)]
     idx = ["model", "kind", "intermediate"]
-    table = _seed_mean(ts, idx + ["target_task"]).pivot_table(index=idx, columns="target_task", values="score")
+    cells = _seed_mean(ts, idx + ["target_task"])
+    # A cell over fewer languages than its column has elsewhere in the table is no task score: shown incomplete.
+    # A column the whole table scores on fewer languages than the benchmark lists (a plan's `languages`) is
+    # comparable within the table but is not XTREME's task score: `partial_targets` says so.
+    ls = zero_shot_language_scores(df[df["model"] == model] if model else df, benchmark, False, split, qa)
+    in_table = ls[ls["target_task"].isin(targets)].groupby("target_task")["language"].nunique()
+    cells["n_in_table"] = cells["target_task"].map(in_table).fillna(0).astype(int)
+    partial = {t: (int(in_table[t]), int(n)) for t, n in cells.groupby("target_task")["n_expected"].max().items()
+               if in_table.get(t, 0) < n}
+    short = cells[cells["n_languages"] < cells["n_in_table"]]
+    incomplete = {(m, k, i, t): (int(a), int(b)) for m, k, i, t, a, b in
+                  short[idx + ["target_task", "n_languages", "n_in_table"]].itertuples(index=False)}
+    table = cells.pivot_table(index=idx, columns="target_task", values="score")
     table = table.reindex(columns=targets)
     table.columns.name = None
+    for (m, k, i, t) in incomplete:
+        table.loc[(m, k, i), t] = np.nan
     table["avg"] = table[targets].mean(axis=1, skipna=False) if targets else np.nan
     order = sorted(table.index, key=lambda i: (i[0], _row_order(i[2])))
     table = table.loc[order] if order else table
     missing = [t for t in BENCHMARK_TARGETS[benchmark] if t not in targets]
     splits = ts.groupby("target_task")["split"].first().to_dict()
     table.attrs = {"benchmark": benchmark, "targets": targets, "missing_targets": missing, "splits": splits,
-                   "qa": qa, "note": proxy_note(df)}
+                   "qa": qa, "incomplete": incomplete, "partial_targets": partial,
+                   "note": proxy_note(df)}
     return table
+
+
+def show_incomplete(table: pd.DataFrame) -> pd.DataFrame:
+    """`paper_table` for display: a cell scored on fewer languages than its task has reads 'incomplete (k/n)'
+    instead of a number (its value is NaN in the table itself, and so is its row's average)."""
+    out = table.astype(object)
+    for (m, k, i, t), (a, b) in table.attrs.get("incomplete", {}).items():
+        if (m, k, i) in out.index and t in out.columns:
+            out.loc[(m, k, i), t] = f"incomplete ({a}/{b})"
+    out.attrs = dict(table.attrs)
+    return out
+
+
+def paper_tables(df: pd.DataFrame, benchmark: str = "xtreme", model: str = "", splits=tasks.EVAL_SPLITS,
+                 qa: str = "avg") -> dict[str, pd.DataFrame]:
+    """`paper_table` for each evaluation split the table has (the paper's table is on dev, the leaderboard on
+    test: protocol.md §2.3), in the order of `splits`."""
+    present = set(df["split"]) if len(df) else set()
+    return {sp: paper_table(df, benchmark, model=model, split=sp, qa=qa) for sp in splits if sp in present}
+
+
+def best_per_target(df: pd.DataFrame, benchmark: str = "xtreme", model: str = "", select_on: str = "validation",
+                    report_on: str = "test", qa: str = "avg") -> pd.DataFrame:
+    """Per model x target: the intermediate setup with the best `select_on` (dev) task score, reported with its
+    `report_on` (test) score and the baseline's (XTREME's best-intermediate-per-task, without choosing on the
+    numbers it reports). A target without a dev split (XQuAD, Tatoeba) is selected on `report_on` itself, and
+    ``selected_on`` says so (optimistic for that target). Incomplete cells (missing languages) take no part."""
+    _check_model(df, model)
+    sel = paper_table(df, benchmark, model=model, split=select_on, qa=qa) if select_on in set(df["split"]) \
+        else None
+    rep = paper_table(df, benchmark, model=model, split=report_on, qa=qa)
+    rows = []
+    for m, sub in rep.groupby(level="model", sort=False):
+        kinds = sub.index.get_level_values("kind")
+        base = sub[kinds == "baseline"]
+        for t in rep.attrs["targets"]:
+            on, pool = report_on, sub[kinds != "baseline"][t]
+            if sel is not None and t in sel.columns and m in sel.index.get_level_values("model"):
+                s = sel.xs(m, level="model", drop_level=False)
+                s = s[s.index.get_level_values("kind") != "baseline"][t]
+                if s.notna().any():
+                    on, pool = select_on, s
+            pool = pool.dropna()
+            if pool.empty:
+                continue
+            best = pool.idxmax()
+            test = rep[t].get(best, np.nan)
+            b = float(base[t].iloc[0]) if len(base) else np.nan
+            rows.append({"model": m, "target": t, "best_intermediate": best[2], "selected_on": on,
+                         "selection_score": float(pool[best]), report_on: float(test), f"baseline_{report_on}": b,
+                         "gain": float(test) - b})
+    cols = ["model", "target", "best_intermediate", "selected_on", "selection_score", report_on,
+            f"baseline_{report_on}", "gain"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def gain_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -253,11 +326,44 @@ def published_comparison(table: pd.DataFrame, benchmark: str | None = None, qa: 
 
 
 # ---------------------------------------------------------------- RQ-size
+FULL_PARAMETER = ("full", "grad_checkpointing", "adam8bit", "fsdp")   # same update, memory spent differently
+OTHER_TRAINING = ("mark", "exclude")
+
+
+def training_of(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x intermediate: how its point of a size plot was trained, from the ``strategy``/``lr`` columns of
+    the runs behind it (the intermediate run, its target runs and the model's baseline target runs). ``training``:
+    'full-parameter' (full, gradient checkpointing, 8-bit AdamW, FSDP), 'lora', 'mixed', or 'unknown' when a run did
+    not record it (tables written before the columns existed); ``lr``: the target phase's lr when all agree (else
+    NaN)."""
+    d = df[df["phase"].isin(("intermediate", "target"))]
+    strat = d["strategy"] if "strategy" in d else pd.Series("", index=d.index)
+    lrs = d["lr"] if "lr" in d else pd.Series(0.0, index=d.index)
+    d = d.assign(strategy=strat.fillna(""), lr=lrs.where(lrs > 0))   # 0 = not recorded
+    out = []
+    for (m, inter), g in d.groupby(["model", "intermediate"]):
+        base = d[(d["model"] == m) & (d["intermediate"] == results.NO_INTERMEDIATE) & (d["phase"] == "target")]
+        used = set(g["strategy"]) | set(base["strategy"])
+        label = "unknown" if "" in used else "full-parameter" if used <= set(FULL_PARAMETER) else \
+            "lora" if used == {"lora"} else "mixed"
+        t_lr = g.loc[g["phase"] == "target", "lr"].dropna().unique()
+        out.append({"model": m, "intermediate": inter, "training": label,
+                    "lr": float(t_lr[0]) if len(t_lr) == 1 else np.nan})
+    return pd.DataFrame(out, columns=["model", "intermediate", "training", "lr"])
+
+
 def gains_by_model(df: pd.DataFrame, targets=("stsb_multi_mt", "xnli", "xcopa"), benchmark: str = "xtreme-r",
-                   exclude_english: bool = True, split: str = "", groups=None, params: pd.DataFrame | None = None):
+                   exclude_english: bool = True, split: str = "", groups=None, params: pd.DataFrame | None = None,
+                   other_training: str = "mark"):
     """Per model x intermediate x target: zero-shot score, baseline score and gain, with the model's parameter
     counts (ladder; or `params`, a frame with ``model`` + count columns). ``groups`` adds mean-gain pseudo-targets
-    (default: ``xtreme-r classification`` = XNLI + XCOPA, where both are present)."""
+    (default: ``xtreme-r classification`` = XNLI + XCOPA, where both are present).
+
+    Like with like: ``training`` (`training_of`) and ``lr`` say how each point was trained; ``same_training`` is
+    False for points trained otherwise than full-parameter fine-tuning (LoRA, with its own lr; or a mix).
+    ``other_training`` = "exclude" drops those points ('unknown' ones, from tables without the columns, stay)."""
+    if other_training not in OTHER_TRAINING:
+        raise ValueError(f"unknown other_training {other_training!r}; valid: {', '.join(OTHER_TRAINING)}")
     groups = RQ_SIZE_GROUPS if groups is None else groups
     ts = task_scores(df, benchmark, exclude_english, split)
     ts = ts[ts["target_task"].isin(list(targets))]
@@ -274,6 +380,11 @@ def gains_by_model(df: pd.DataFrame, targets=("stsb_multi_mt", "xnli", "xcopa"),
         g = g.merge(params.drop(columns=["hub_id", "family"]), on="ladder_name", how="left")
     else:
         g = g.merge(params, on="model", how="left")
+    g = g.merge(training_of(df), on=["model", "intermediate"], how="left")
+    g["training"] = g["training"].fillna("unknown")
+    g["same_training"] = g["training"].isin(["full-parameter", "unknown"])
+    if other_training == "exclude":
+        g = g[g["same_training"]]
     return _sorted(g.rename(columns={"target_task": "target"}), ["intermediate", "target", "model"])
 
 
@@ -433,7 +544,10 @@ def reading_paper(gains: pd.DataFrame) -> str:
     targets = [c for c in gains.columns if c != "avg"]
     for model, sub in gains.groupby(level="model", sort=False):
         sub = sub.droplevel(["model", "kind"])
-        mean_gain = sub[targets].mean(axis=1)
+        mean_gain = sub[targets].mean(axis=1).dropna()
+        if mean_gain.empty:   # every cell incomplete (missing languages)
+            lines.append(f"{model}: no complete setup x target cell, so no gain is reported.")
+            continue
         best = mean_gain.idxmax()
         lines.append(f"{model}: {len(sub)} intermediate setups over {len(targets)} targets; the largest mean gain is "
                      f"{best} ({_fmt(mean_gain[best])} points), the smallest {mean_gain.idxmin()} "

@@ -55,8 +55,9 @@ def load(task: str, split: str, language: str = "en", *, data_dir: str | os.Path
             if task == "xcopa":
                 raw = _reconcile_xcopa(raw, split, root)
             ds = _normalize(t, src, _filter_language(src, raw, language))
-    if t.type in ("classification", "pair_classification", "multiple_choice") and split != "test":
-        ds = ds.filter(lambda lab: [x >= 0 for x in lab], input_columns="label", batched=True)   # G3: -1 / "" rows
+    if t.type in ("classification", "pair_classification", "multiple_choice"):
+        # G3: -1 / "" rows go from every split, SNLI's test too (the registry lists only labelled test splits)
+        ds = ds.filter(lambda lab: [x >= 0 for x in lab], input_columns="label", batched=True)
     if len(ds) == 0:
         raise ValueError(f"{task} {split} ({language}) is empty after loading; check the data source")
     if max_examples is not None and 0 <= max_examples < len(ds):
@@ -348,9 +349,27 @@ def _wikipedia(lang: str, root: Path | None):
     return datasets.load_dataset("wikimedia/wikipedia", f"20231101.{lang}", split="train", streaming=True)
 
 
+def wikipedia_lines(articles, n_lines: int, per_article: int = 5) -> list[str]:
+    """The first `n_lines` MLM lines of a stream of wikimedia/wikipedia rows (fields id, url, title, text): the
+    paragraphs of more than three words, at most `per_article` from each article. Counts lines, not articles.
+
+    >>> arts = [{"text": "Title\\n\\none two three four\\nfive six seven eight nine"}] * 3
+    >>> wikipedia_lines(arts, 3)
+    ['one two three four', 'five six seven eight nine', 'one two three four']
+    """
+    lines: list[str] = []
+    for row in articles:
+        lines += [p for p in row["text"].split("\n") if len(p.split()) > 3][:per_article]
+        if len(lines) >= n_lines:
+            break
+    return lines[:n_lines]
+
+
 def mlm_text(source: str, languages: list[str], max_lines: int = 10000, data_dir=None) -> list[str]:
     """Text for multilingual MLM co-training: a folder of <lang>.txt files, or `wikipedia` for the hub's
-    wikimedia/wikipedia 20231101.<lang> (streamed, capped per language)."""
+    wikimedia/wikipedia 20231101.<lang> (streamed). `max_lines` counts lines (one MLM example each) for every
+    source, split evenly over the languages; a Wikipedia line is a paragraph of more than three words, at most five
+    per article (so one long article does not fill a language's share)."""
     root = data_dir_from(data_dir)
     if source in ("", "tiny") and root is not None:
         source = str(root / "user" / "mlm")
@@ -360,10 +379,7 @@ def mlm_text(source: str, languages: list[str], max_lines: int = 10000, data_dir
         per = max(1, max_lines // max(1, len(languages)))
         for lg in languages:
             stream = _wikipedia(lg, root)
-            for i, row in enumerate(stream):
-                if i >= per:
-                    break
-                out += [p for p in row["text"].split("\n") if len(p.split()) > 3][:5]
+            out += wikipedia_lines(stream, per)
         return out
     folder = Path(source)
     if not folder.is_dir():

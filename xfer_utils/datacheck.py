@@ -266,7 +266,7 @@ def register(sub) -> None:
     p.add_argument("--languages", nargs="*", default=None, help="languages (default: every language of the task)")
     p.add_argument("--split", default=None, help="split (default: the task's evaluation split)")
     p.add_argument("--max-length", type=int, default=0, help="sequence length (default: the task's)")
-    p.add_argument("--doc-stride", type=int, default=128, help="QA window overlap in tokens")
+    p.add_argument("--doc-stride", type=int, default=128, help="QA window step in context tokens (XTREME's doc_stride)")
     p.add_argument("--max-examples", type=int, default=-1, help="cap per language (seeded subset); -1 means all")
     p.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when a language's rate is below this (%%)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

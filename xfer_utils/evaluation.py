@@ -106,28 +106,43 @@ def primary(task: str, scores: dict[str, float]) -> float:
 def zero_shot(model, head: str, task: str, tokenizer, languages: list[str], *, run: dict, data_dir=None,
               split: str | None = None, max_examples: int | None = None, batch_size: int = 64,
               predictions_dir: str | Path | None = None, metrics_path: str | Path | None = None,
-              label_names: list[str] | None = None) -> list[dict]:
+              label_names: list[str] | None = None, splits=None) -> list[dict]:
     """Evaluate one trained head on every language (one shared head, as jiant/XTREME). Writes each language's
     predictions in XTREME's format and its rows (results schema) as soon as that language is done, so a crash
-    loses at most the language in progress. `run` holds the row fields common to the run (run_id, plan, model...)."""
+    loses at most the language in progress. `run` holds the row fields common to the run (run_id, plan, model...).
+
+    `splits` (e.g. ["validation", "test"], 'dev' accepted): every one a language has is evaluated (tasks.eval_splits;
+    a hub split that serves two names, TyDiQA-GoldP's dev = XTREME's test, is evaluated once and written under
+    both). Test predictions go to `predictions_dir` (XTREME's submission layout), the others to
+    `predictions_dir/<split>/`. Without `splits`: the one split `split`, else the task's `eval_split`."""
     from . import scoring
     t = tasks.get(task)
     rows = []
     for lg in tqdm(languages, desc=f"zero-shot {task}"):
-        sp = split or (t.eval_split if t.eval_split in tasks.splits(task, lg) else tasks.splits(task, lg)[-1])
-        ds = data.load(task, sp, lg, data_dir=data_dir, max_examples=max_examples)
-        preds = predictions(model, head, task, ds, tokenizer, t.max_length, batch_size, label_names)
-        sc = score(task, ds, preds, lg, label_names)
-        if predictions_dir:
-            scoring.write_predictions(task, lg, preds, predictions_dir)
-            # gold beside them, so `xfer gains` can rescore resampled examples without reloading the data
-            scoring.write_labels(task, lg, gold_labels(task, ds, label_names), Path(predictions_dir).parent / "labels")
-        lang_rows = [results.make_row(**run, target_task=task, language=lg, split=sp, metric=m, value=float(v),
-                                      is_primary=(m == t.primary_metric), n_examples=len(ds))
-                     for m, v in sc.items()]
-        if metrics_path:
-            results.append_rows(metrics_path, lang_rows)
-        rows += lang_rows
+        if splits:
+            todo = tasks.eval_splits(task, lg, splits)
+        else:
+            sp = split or (t.eval_split if t.eval_split in tasks.splits(task, lg) else tasks.splits(task, lg)[-1])
+            todo = [(sp, [sp])]
+        for sp, names in todo:
+            ds = data.load(task, sp, lg, data_dir=data_dir, max_examples=max_examples)
+            preds = predictions(model, head, task, ds, tokenizer, t.max_length, batch_size, label_names)
+            sc = score(task, ds, preds, lg, label_names)
+            lang_rows = []
+            for name in names:
+                if predictions_dir:
+                    out = Path(predictions_dir) if name == "test" else Path(predictions_dir) / name
+                    scoring.write_predictions(task, lg, preds, out)
+                    # gold beside them, so `xfer gains` can rescore resampled examples without reloading the data
+                    labels = Path(predictions_dir).parent / "labels"
+                    scoring.write_labels(task, lg, gold_labels(task, ds, label_names),
+                                         labels if name == "test" else labels / name)
+                lang_rows += [results.make_row(**run, target_task=task, language=lg, split=name, metric=m,
+                                               value=float(v), is_primary=(m == t.primary_metric), n_examples=len(ds))
+                              for m, v in sc.items()]
+            if metrics_path:
+                results.append_rows(metrics_path, lang_rows)
+            rows += lang_rows
     return rows
 
 

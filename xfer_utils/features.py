@@ -2,8 +2,9 @@
 `length` so batches can be grouped by length.
 
 Tagging: the label goes on the first sub-word of each word; later sub-words and special tokens get -100 (XTREME,
-jiant). Span QA: windows of `max_length` with `doc_stride` overlap and offset mappings (context tokens only), the
-answer's start/end token or the <s> index when the answer is not inside the window (SQuAD v2 no-answer too).
+jiant). Span QA: windows of `max_length` that advance `doc_stride` context tokens (the window *step*, as XTREME's
+and jiant's SQuAD features) and offset mappings (context tokens only), the answer's start/end token or the <s> index
+when the answer is not inside the window (SQuAD v2 no-answer too).
 """
 from __future__ import annotations
 
@@ -102,17 +103,48 @@ def tagging(ds, tokenizer, max_length: int):
     return feats
 
 
-def span_qa(ds, tokenizer, max_length: int = 384, doc_stride: int = 128, train: bool = True):
+def qa_overlap(max_length: int, doc_stride: int, question_tokens: int, special_tokens: int) -> int:
+    """The tokenizer's `stride` (tokens shared by consecutive windows) that makes windows advance `doc_stride`
+    context tokens: XTREME's run_squad.py / jiant (HF's squad_convert_examples_to_features) pass
+    stride = max_seq_length - doc_stride - len(question) - special tokens. 0 when the step is the whole room.
+
+    >>> qa_overlap(384, 128, 10, 4)       # room for context 370: windows of 370 tokens, 242 shared, step 128
+    242
+    >>> qa_overlap(64, 100, 10, 4)
+    0
+    """
+    return max(0, max_length - doc_stride - question_tokens - special_tokens)
+
+
+def span_qa(ds, tokenizer, max_length: int = 384, doc_stride: int = 128, train: bool = True, doc_overlap: int = -1):
     """SQuAD-style windows. With train=True each window carries start/end positions; otherwise the offsets
-    (None outside the context) and the example index that QA decoding needs."""
-    doc_stride = min(doc_stride, max_length // 3)   # the overlap must leave room for question + context
+    (None outside the context) and the example index that QA decoding needs.
+
+    `doc_stride` is the window step in context tokens (XTREME's and jiant's meaning, their default 128); the overlap
+    then depends on each question's length (`qa_overlap`). `doc_overlap` >= 0 instead fixes the overlap itself
+    (the meaning HF's run_qa.py gives its own `doc_stride`), and `doc_stride` is ignored."""
     questions = [q.lstrip() for q in ds["question"]]   # leading spaces waste window room (as HF's run_qa)
-    enc = tokenizer(questions, list(ds["context"]), truncation="only_second", max_length=max_length, stride=doc_stride,
-                    return_overflowing_tokens=True, return_offsets_mapping=True, return_token_type_ids=True)
+    contexts = list(ds["context"])
+    if doc_overlap >= 0:
+        overlap = min(doc_overlap, max_length // 3)   # the overlap must leave room for question + context
+        groups = {overlap: list(range(len(questions)))}
+    else:
+        specials = tokenizer.num_special_tokens_to_add(pair=True)
+        q_lens = [len(x) for x in tokenizer(questions, add_special_tokens=False)["input_ids"]] if questions else []
+        groups = {}
+        for i, n in enumerate(q_lens):   # one tokenizer call per overlap value (questions of one length)
+            groups.setdefault(qa_overlap(max_length, doc_stride, n, specials), []).append(i)
+    parts = []
+    for overlap, idx in groups.items():
+        enc = tokenizer([questions[i] for i in idx], [contexts[i] for i in idx], truncation="only_second",
+                        max_length=max_length, stride=overlap, return_overflowing_tokens=True,
+                        return_offsets_mapping=True, return_token_type_ids=True)
+        parts += [(idx[ex], j, enc) for j, ex in enumerate(enc["overflow_to_sample_mapping"])]
+    parts.sort(key=lambda p: p[:2])   # examples in input order, each one's windows in context order
     all_answers = list(ds["answers"]) if train else None
     feats = []
-    for j, ids in enumerate(enc["input_ids"]):
-        ex = enc["overflow_to_sample_mapping"][j]
+    for ex, j, enc in parts:
+        ids = enc["input_ids"][j]
         seq = enc.sequence_ids(j)
         offsets = enc["offset_mapping"][j]
         f = {"input_ids": ids, "length": len(ids), "example_index": ex}
@@ -134,7 +166,8 @@ def span_qa(ds, tokenizer, max_length: int = 384, doc_stride: int = 128, train: 
     return feats
 
 
-def build(task_type: str, ds, tokenizer, max_length: int, train: bool = True, doc_stride: int = 128):
+def build(task_type: str, ds, tokenizer, max_length: int, train: bool = True, doc_stride: int = 128,
+          doc_overlap: int = -1):
     if task_type in ("classification", "pair_classification"):
         return classification(ds, tokenizer, max_length)
     if task_type == "regression":
@@ -144,7 +177,7 @@ def build(task_type: str, ds, tokenizer, max_length: int, train: bool = True, do
     if task_type == "tagging":
         return tagging(ds, tokenizer, max_length)
     if task_type == "span_qa":
-        return span_qa(ds, tokenizer, max_length, doc_stride, train=train)
+        return span_qa(ds, tokenizer, max_length, doc_stride, train=train, doc_overlap=doc_overlap)
     raise ValueError(f"no features for task type {task_type!r}")
 
 

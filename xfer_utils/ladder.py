@@ -94,6 +94,49 @@ def ladder() -> tuple[Model, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=None)
+def _strategies() -> dict:
+    import yaml
+    return yaml.safe_load(RESOURCE.read_text(encoding="utf-8"))["strategies"]
+
+
+def strategy_lr(strategy: str, task_lr: float) -> float:
+    """The default peak learning rate of a memory strategy (resources/models.yaml `strategies`, one source each):
+    the task's protocol lr for the full-parameter strategies, LoRA's own for `lora`.
+
+    >>> strategy_lr("full", 1e-5), strategy_lr("fsdp", 2e-5), strategy_lr("lora", 1e-5)
+    (1e-05, 2e-05, 0.0003)
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")
+    lr = _strategies()[strategy]["lr"]
+    return float(task_lr if lr is None else lr)
+
+
+def strategy_lr_source(strategy: str) -> str:
+    return _strategies()[strategy]["lr_source"]
+
+
+def retrieval_layer(model: str, n_layers: int) -> tuple[int, str]:
+    """(hidden_states index, the rule that gave it) for BUCC/Tatoeba: the ladder's `retrieval_layer` (8 for
+    12-layer encoders, as XTREME for mBERT; 14 for XLM-R large); a model outside the ladder takes the layer of the
+    ladder models of the same depth (12 -> 8, 24 -> 14, ...), else round(depth x 14/24), XLM-R large's relative depth.
+
+    >>> retrieval_layer("FacebookAI/xlm-roberta-large", 24), retrieval_layer("my-12-layer-bert", 12)[0]
+    ((14, 'ladder: xlmr-large'), 8)
+    >>> retrieval_layer("my-encoder", 30)
+    (18, 'not in the ladder, no ladder model has 30 layers: round(30 x 14/24)')
+    """
+    m = lookup(model)
+    if m is not None:
+        return m.retrieval_layer, f"ladder: {m.name}"
+    same = sorted({x.retrieval_layer for x in ladder() if x.layers == n_layers and not x.local})
+    if len(same) == 1:
+        return same[0], f"not in the ladder: the layer of the ladder's {n_layers}-layer models"
+    return max(1, round(n_layers * 14 / 24)), (f"not in the ladder, no ladder model has {n_layers} layers: "
+                                              f"round({n_layers} x 14/24)")
+
+
 def names() -> list[str]:
     return [m.name for m in ladder()]
 

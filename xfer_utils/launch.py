@@ -237,6 +237,8 @@ def run_phase(phase: str, *, strategy: str = "auto", n_processes: int = 1, confi
     options = strategy_options(chosen)
     _check_supported(phase, options)
     kwargs = {**kwargs, **{k: v for k, v in options.items() if k not in kwargs}}
+    if "strategy" in inspect.signature(phase_function(phase)).parameters:   # recorded in every results row
+        kwargs.setdefault("strategy", chosen)
     if chosen == "fsdp" and not config:
         config = "fsdp_full_shard"
     if n_processes == 1 and config:

@@ -160,9 +160,12 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)         # encoder keys taken from the checkpoint
     initialized: list[str] = field(default_factory=list)    # keys freshly initialised (the heads, + any missing)
     unused: list[str] = field(default_factory=list)         # checkpoint keys not used (e.g. an MLM head)
+    mlm_head: dict = field(default_factory=dict)            # MLM head key -> the checkpoint key it was loaded from
 
     def __str__(self) -> str:
-        return (f"encoder from {self.source}: {len(self.loaded)} tensors loaded; freshly initialised "
+        mlm = (f"; MLM head from the checkpoint's pretrained {', '.join(sorted(set(self.mlm_head.values())))}"
+               if self.mlm_head else "")
+        return (f"encoder from {self.source}: {len(self.loaded)} tensors loaded{mlm}; freshly initialised "
                 f"({len(self.initialized)}): {', '.join(self.initialized) or '-'}; unused in checkpoint "
                 f"({len(self.unused)}): {', '.join(self.unused[:8]) or '-'}{' ...' if len(self.unused) > 8 else ''}")
 
@@ -182,11 +185,78 @@ def build(encoder_from: str, heads: dict[str, tuple[str, int]], seed: int = 0, d
     model = MultiTaskModel(encoder, heads, dropout)
     enc_keys = set(encoder.state_dict())
     missing = set(info.get("missing_keys", ()))
+    mlm = _load_mlm_heads(model, encoder_from)
     report = LoadReport(source=str(encoder_from), loaded=sorted(enc_keys - missing),
                         initialized=sorted([f"encoder.{k}" for k in missing] +
-                                           [f"heads.{k}" for k in model.heads.state_dict()]),
-                        unused=sorted(info.get("unexpected_keys", ())))
+                                           [f"heads.{k}" for k in model.heads.state_dict() if f"heads.{k}" not in mlm]),
+                        unused=sorted(set(info.get("unexpected_keys", ())) - set(mlm.values())), mlm_head=mlm)
     return model, report
+
+
+# The pretrained MLM head of a checkpoint, per family: our Head's (dense, norm, bias) = RoBERTa/XLM-R's lm_head and
+# BERT's cls.predictions transform (dense -> gelu -> LayerNorm; the decoder is tied to the input embeddings).
+MLM_HEAD_KEYS = {
+    "lm_head.": {"dense.weight": "dense.weight", "dense.bias": "dense.bias", "norm.weight": "layer_norm.weight",
+                 "norm.bias": "layer_norm.bias", "bias": "bias"},
+    "cls.predictions.": {"dense.weight": "transform.dense.weight", "dense.bias": "transform.dense.bias",
+                         "norm.weight": "transform.LayerNorm.weight", "norm.bias": "transform.LayerNorm.bias",
+                         "bias": "bias"},
+}
+
+
+def _load_mlm_heads(model: MultiTaskModel, name: str) -> dict[str, str]:
+    """Copy the checkpoint's pretrained MLM head into every MLM head of `model` (MLM co-training continues the
+    pretraining objective with its own head, as jiant's RobertaMLMHead loaded from the checkpoint). Returns
+    {our key: checkpoint key}; {} when there is no MLM head or the checkpoint has none (encoder-only saves)."""
+    mlm_heads = [n for n, h in model.heads.items() if h.task_type == "mlm"]
+    if not mlm_heads:
+        return {}
+    files = _checkpoint_files(name)
+    if not files:
+        return {}
+    from safetensors import safe_open
+    found: dict[str, torch.Tensor] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            keys = set(fh.keys())
+            for prefix, mapping in MLM_HEAD_KEYS.items():
+                for ours, theirs in mapping.items():
+                    if prefix + theirs in keys:
+                        found.setdefault(ours, (prefix + theirs, fh.get_tensor(prefix + theirs)))
+    if set(found) != set(MLM_HEAD_KEYS["lm_head."]):
+        return {}   # no complete head: it stays freshly initialised (and the report says so)
+    out = {}
+    with torch.no_grad():
+        for n in mlm_heads:
+            state = model.heads[n].state_dict()
+            for ours, (theirs, tensor) in found.items():
+                if state[ours].shape != tensor.shape:
+                    raise ValueError(f"{name}: checkpoint tensor {theirs} has shape {tuple(tensor.shape)}, the MLM "
+                                     f"head expects {tuple(state[ours].shape)}")
+                state[ours].copy_(tensor)
+                out[f"heads.{n}.{ours}"] = theirs
+    return out
+
+
+def _checkpoint_files(name: str) -> list[Path]:
+    """The safetensors files of a checkpoint folder, or of a hub checkpoint already in the local cache."""
+    p = Path(name)
+    if p.is_dir():
+        return sorted(p.glob("*.safetensors"))
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return []
+    for fname in ("model.safetensors",):
+        hit = try_to_load_from_cache(name, fname)
+        if isinstance(hit, str):
+            return [Path(hit)]
+    index = try_to_load_from_cache(name, "model.safetensors.index.json")
+    if isinstance(index, str):
+        import json
+        shards = sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))
+        return [Path(index).parent / s for s in shards if (Path(index).parent / s).exists()]
+    return []
 
 
 def _with_info(name: str):

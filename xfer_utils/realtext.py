@@ -512,7 +512,7 @@ def _pretrain(model_dir, texts, steps, seed, batch_size, lr, max_length, log) ->
 def tatoeba_accuracy(model_dir: str | os.PathLike, data_root: str | os.PathLike, languages: list[str] | None = None,
                      max_examples: int | None = None, layer: int = -1, batch_size: int = 128) -> dict[str, float]:
     """Tatoeba accuracy (%) per language of the encoder in `model_dir`, read from the world's LASER-layout files,
-    exactly as `runs.retrieval` scores it (mean-pooled layer `layer`, -1 = 14/24 of the depth; English queries)."""
+    exactly as `runs.retrieval` scores it (mean-pooled layer `layer`, -1 = the ladder's layer; English queries)."""
     with _threads(1):
         return _tatoeba_accuracy(model_dir, data_root, languages, max_examples, layer, batch_size)
 
@@ -531,7 +531,9 @@ def _tatoeba_accuracy(model_dir, data_root, languages, max_examples, layer, batc
         hf_logging.set_verbosity(verbosity)
     enc.eval()
     n = enc.config.num_hidden_layers
-    layer = max(1, round(n * 14 / 24)) if layer < 0 else layer
+    if layer < 0:   # the model ladder owns the default (ladder.retrieval_layer), as in runs.retrieval
+        from . import ladder
+        layer = ladder.retrieval_layer(str(model_dir), n)[0]
     folder = Path(data_root) / "user" / "tatoeba"
     langs = languages or [lg for lg in tasks.all_languages("tatoeba")
                           if (folder / f"tatoeba.{tasks.TATOEBA_CODES[lg]}-eng.eng").exists()]

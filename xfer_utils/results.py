@@ -28,9 +28,14 @@ COLUMNS = ("run_id", "plan", "phase", "model", "intermediate", "target_task", "l
 TYPES = {"run_id": str, "plan": str, "phase": str, "model": str, "intermediate": str, "target_task": str,
          "language": str, "split": str, "metric": str, "value": float, "is_primary": bool, "seed": int,
          "n_examples": int, "init_from": str, "git_sha": str, "created_at": str, "weights_digest": str}
-# Columns added after tables were first written: a row or results.csv without them still loads, with this value.
+# Columns added after tables were first written: a row or results.csv without them still loads, with these values.
 # weights_digest: the checkpoint identity (identity.py) of the weights that produced the number; '' = unrecorded.
-OPTIONAL = {"weights_digest": ""}
+# strategy, lr: how the row's model was trained (issue 16: RQ-size compares like with like): the memory strategy of
+# the phase (launch.STRATEGIES; "" = not recorded or no training, as retrieval) and its peak learning rate (0.0
+# likewise: rows stay strict JSON).
+OPTIONAL = {"weights_digest": "", "strategy": "", "lr": 0.0}
+COLUMNS = COLUMNS + ("strategy", "lr")
+TYPES = {**TYPES, "strategy": str, "lr": float}
 PHASES = ("intermediate", "target", "retrieval")
 NO_INTERMEDIATE = "none"   # the `intermediate` value of baseline runs (raw pretrained encoder)
 
@@ -61,6 +66,8 @@ def validate_row(row: dict) -> None:
     if unknown:
         raise ValueError(f"results row has unknown fields {sorted(unknown)}; the schema is: {', '.join(COLUMNS)}")
     for c in COLUMNS:
+        if c not in row and c in OPTIONAL:   # a row written before the column existed: read with its default
+            continue
         if c not in row:
             raise ValueError(f"results row is missing field {c!r}; the schema is: {', '.join(COLUMNS)}")
         want, got = TYPES[c], row[c]
@@ -80,7 +87,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def read_rows(path: str | os.PathLike, on_bad=None) -> list[dict]:
     """Rows of a metrics.jsonl; a truncated line raises naming file and line, or goes to `on_bad` and is skipped."""
-    return files.read_jsonl(path, on_bad)
+    return [{**OPTIONAL, **r} for r in files.read_jsonl(path, on_bad)]
 
 
 def append_rows(path: str | os.PathLike, rows: Iterable[dict]) -> list[dict]:
@@ -109,7 +116,9 @@ def row_key(r: dict) -> tuple:
 def to_frame(rows: list[dict]):
     import pandas as pd
     df = pd.DataFrame([{**OPTIONAL, **r} for r in rows], columns=list(COLUMNS))
-    return df.astype({"value": float, "is_primary": bool, "seed": int, "n_examples": int})
+    for c, default in OPTIONAL.items():
+        df[c] = df[c].astype(object).where(df[c].notna(), default) if len(df) else df[c]
+    return df.astype({"value": float, "is_primary": bool, "seed": int, "n_examples": int, "lr": float})
 
 
 def collect(root: str | os.PathLike, out_csv: str | os.PathLike | None = None, paths=None, on_bad=None):
@@ -139,9 +148,10 @@ def load_csv(path: str | os.PathLike):
     """Read a results.csv written by `collect`, with the schema's dtypes (empty strings stay strings)."""
     import pandas as pd
     df = pd.read_csv(path, dtype={c: str for c, t in TYPES.items() if t is str}, keep_default_na=False)
-    for c, v in OPTIONAL.items():      # a table written before the column existed
+    for c, default in OPTIONAL.items():   # tables written before these columns existed
         if c not in df.columns:
-            df[c] = v
+            df[c] = default
+    df["lr"] = pd.to_numeric(df["lr"].replace("", 0.0))
     missing = set(COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"{path} is not a results table: missing columns {sorted(missing)}")

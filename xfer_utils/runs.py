@@ -75,10 +75,14 @@ def _task_data(name: str, lang: str, tokenizer, data_dir, max_train: int, eval_e
                          seed=seed)
     feats = features.build(t.type, train_ds, tokenizer, ml, train=True)
     dev_name = dev_task or name
-    dev = None
-    if "validation" in tasks.splits(dev_name, "en"):
+    dev = parts = None
+    if tasks.get(dev_name).components:   # ANLI+: each component's own dev subset, scored separately (train.dev_score)
+        parts = {c: data.load(c, "validation", "en", data_dir=data_dir, max_examples=eval_examples, seed=seed)
+                 for c in tasks.get(dev_name).components}
+    elif "validation" in tasks.splits(dev_name, "en"):
         dev = data.load(dev_name, "validation", "en", data_dir=data_dir, max_examples=eval_examples, seed=seed)
-    return train.TaskData(name=dev_name, type=t.type, train=feats, max_length=ml, dev=dev, label_names=names)
+    return train.TaskData(name=dev_name, type=t.type, train=feats, max_length=ml, dev=dev, label_names=names,
+                          dev_parts=parts)
 
 
 def _heads(tds: list[train.TaskData], tokenizer) -> dict[str, tuple[str, int]]:
@@ -127,6 +131,16 @@ def _save_encoder(net, tokenizer, out, lora_rank: int, digest: str = "", **info)
     return out
 
 
+def _strategy_lr(hp: dict, train_kw: dict, strategy: str, lora_rank: int) -> str:
+    """The memory strategy of a training phase ('' -> derived from lora_rank) and its learning rate in `hp`: an
+    explicit `lr` wins, else the strategy's default (ladder.strategy_lr: LoRA's own, the task's for the rest)."""
+    from . import ladder
+    strategy = strategy or ("lora" if lora_rank > 0 else "full")
+    if "lr" not in train_kw:
+        hp["lr"] = ladder.strategy_lr(strategy, hp["lr"])
+    return strategy
+
+
 def _write_summary(run_dir: Path, name: str, obj) -> None:
     results.atomic_write_text(run_dir / name, json.dumps(obj, indent=1, default=str))
 
@@ -134,7 +148,7 @@ def _write_summary(run_dir: Path, name: str, obj) -> None:
 def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str,
                  seed: int = 1, data_dir: str = "", max_train_examples: int = -1, mlm_text: str = "",
                  mlm_languages: list[str] | None = None, max_length: int = 0, lora_rank: int = 0,
-                 model_label: str = "", log=print, **train_kw) -> dict:
+                 model_label: str = "", strategy: str = "", log=print, **train_kw) -> dict:
     """Phase 1: train `model` on the intermediate setup; save the encoder to `<checkpoint_dir>/encoder`; write
     the English dev score of each intermediate task as rows (their own difficulty measure)."""
     validate.check_run("intermediate", {"model": model, "intermediate": intermediate, "data_dir": data_dir,
@@ -142,8 +156,9 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
     parts = parse_intermediate(intermediate)
     run_dir, ckpt = Path(run_dir), Path(checkpoint_dir)
     tokenizer = _tokenizer(model)
-    cfg_task = next(n for n, _ in parts if n != MLM) if any(n != MLM for n, _ in parts) else MLM
-    hp = {**tasks.hyperparameters(cfg_task), **train_kw}
+    labelled = sorted({n for n, _ in parts if n != MLM}) or [MLM]
+    hp = {**tasks.multitask_hyperparameters(labelled), **train_kw}   # order-independent (tasks.MULTITASK_RULE)
+    strategy = _strategy_lr(hp, train_kw, strategy, lora_rank)
     eval_examples = int(hp.pop("eval_examples", 500))
     hp.pop("max_length")            # each task brings its own (tasks registry), or the max_length argument
     tds = []
@@ -165,7 +180,7 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
                                                                   if k in train.TrainConfig.__dataclass_fields__})
     res = train.train(net, tokenizer, tds, cfg, ckpt, log=log,
                       identity={**ident.model_identity(model_label or model), "lora_rank": lora_rank,
-                                "max_train_examples": max_train_examples})
+                                "max_train_examples": max_train_examples, "strategy": strategy})
     encoder_dir = _save_encoder(net, tokenizer, ckpt / "encoder", lora_rank, res.identity, intermediate=intermediate,
                                 model=model_label or model)
     rows = []
@@ -173,12 +188,15 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
         for metric, value in (res.dev.get(td.name) or {}).items():
             if metric == "primary":
                 continue
+            comp = metric.split(":")[0] if ":" in metric else None   # ANLI+ component rows: '<component>:<metric>'
+            n = len(td.dev_parts[comp]) if comp else sum(map(len, td.dev_parts.values())) if td.dev_parts else \
+                len(td.dev) if td.dev is not None else 0
             rows.append(results.make_row(run_id=run_id, plan=plan, phase="intermediate", model=model_label or model,
                                          intermediate=intermediate, target_task=td.name, language="en",
                                          split="validation", metric=metric, value=float(value),
                                          is_primary=metric == tasks.get(td.name).primary_metric, seed=seed,
-                                         n_examples=len(td.dev) if td.dev is not None else 0, init_from=model,
-                                         weights_digest=res.identity))
+                                         n_examples=n, init_from=model,
+                                         weights_digest=res.identity, strategy=strategy, lr=float(cfg.lr)))
     if rows:
         results.append_rows(run_dir / "metrics.jsonl", rows)
     else:   # MLM-only: no dev metric; an empty metrics file still marks the run as producing its artefact
@@ -194,10 +212,11 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
            init_from: str = "", intermediate: str = results.NO_INTERMEDIATE, languages: list[str] | None = None,
            benchmark: str = "xtreme", seed: int = 1, data_dir: str = "", max_train_examples: int = -1,
            max_eval_examples: int = -1, eval_batch_size: int = 64, lora_rank: int = 0, model_label: str = "",
-           log=print, **train_kw) -> dict:
+           strategy: str = "", eval_splits=tasks.EVAL_SPLITS, log=print, **train_kw) -> dict:
     """Phase 2 + 3: a fresh head on the encoder `init_from` (or the raw `model`), trained on the target's English
-    training task, then zero-shot evaluation in every language. Predictions in XTREME's formats go to
-    `<run_dir>/predictions/`."""
+    training task, then zero-shot evaluation in every language, on each of `eval_splits` (dev and test) the
+    language has. Predictions in XTREME's formats go to `<run_dir>/predictions/` (test) and
+    `<run_dir>/predictions/<split>/` (the others). Rows record the memory `strategy` and its lr."""
     validate.check_run("target", {"model": model, "target_task": target_task, "intermediate": intermediate,
                                   "languages": languages, "benchmark": benchmark})
     if init_from:
@@ -209,14 +228,16 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
     langs = languages or tasks.languages(target_task, benchmark)
     for lg in langs:
         tasks.check_language(target_task, lg)
+        tasks.eval_splits(target_task, lg, eval_splits)   # an unknown split name fails here, before any compute
     train_name, train_lang = t.train_task
     ident.check_init(init_from, intermediate, results.NO_INTERMEDIATE)   # a baseline never loads a trained encoder
     run_dir, ckpt = Path(run_dir), Path(checkpoint_dir)
     encoder = init_from or model
     start = ident.model_identity(model_label or model, init_from)
-    strategy = {"lora_rank": lora_rank, "max_train_examples": max_train_examples}
+    caps = {"lora_rank": lora_rank, "max_train_examples": max_train_examples}
     tokenizer = _tokenizer(encoder)
     hp = {**tasks.hyperparameters(target_task), **train_kw}
+    strategy = _strategy_lr(hp, train_kw, strategy, lora_rank)
     eval_examples = int(hp.pop("eval_examples", 500))
     max_length = hp.pop("max_length")
     chain = []   # XTREME-R's XCOPA recipe: SIQA, then COPA, each a fresh head on the previous encoder
@@ -231,7 +252,8 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
         _lora(pnet, lora_rank)
         pcfg = train_config(seed=seed, eval_examples=eval_examples,
                             **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
-        pres = train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log, identity={**start, **strategy})
+        pres = train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log,
+                           identity={**start, **caps, "strategy": strategy})
         encoder = str(_save_encoder(pnet, tokenizer, ckpt / pre / "encoder", lora_rank, pres.identity,
                                     intermediate=f"{intermediate} then {pre}", model=model_label or model))
         start = ident.model_identity(model_label or model, encoder)
@@ -242,18 +264,22 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
     _lora(net, lora_rank)
     cfg = train_config(seed=seed, eval_examples=eval_examples,
                        **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
-    res = train.train(net, tokenizer, [td], cfg, ckpt, log=log, identity={**start, **strategy})
+    res = train.train(net, tokenizer, [td], cfg, ckpt, log=log, identity={**start, **caps, "strategy": strategy})
     base = dict(run_id=run_id, plan=plan, phase="target", model=model_label or model, intermediate=intermediate,
-                seed=seed, init_from=init_from, weights_digest=res.identity)
+                seed=seed, init_from=init_from, weights_digest=res.identity,
+                strategy=strategy, lr=float(cfg.lr))
     rows = evaluation.zero_shot(net, target_task, target_task, tokenizer, langs, run=base, data_dir=data_dir or None,
-                                max_examples=max_eval_examples if max_eval_examples > 0 else None,
+                                splits=eval_splits, max_examples=max_eval_examples if max_eval_examples > 0 else None,
                                 batch_size=eval_batch_size, predictions_dir=run_dir / "predictions",
                                 metrics_path=run_dir / "metrics.jsonl", label_names=td.label_names)
     summary = {"train": {k: v for k, v in asdict(res).items() if k != "history"}, "history": res.history,
                "load_report": asdict(report), "config": asdict(cfg), "languages": langs,
-               "average": evaluation.mean_primary(rows)}
+               "averages": {sp: evaluation.mean_primary([r for r in rows if r["split"] == sp])
+                            for sp in dict.fromkeys(r["split"] for r in rows)}}
+    summary["average"] = summary["averages"].get("test", next(iter(summary["averages"].values()), float("nan")))
     _write_summary(run_dir, "train_summary.json", summary)
-    log(f"{target_task}: mean primary over {len(langs)} languages = {summary['average']:.2f}; "
+    log(f"{target_task}: mean primary over {len(langs)} languages: "
+        + ", ".join(f"{sp} {v:.2f}" for sp, v in summary["averages"].items()) + "; "
         f"rows in {run_dir / 'metrics.jsonl'}, predictions in {run_dir / 'predictions'}")
     return summary
 
@@ -285,8 +311,10 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
     tokenizer = _tokenizer(encoder_name)
     enc = models.load_pretrained_encoder(encoder_name)
     n_layers = getattr(enc.config, "num_hidden_layers", None) or enc.config.num_layers
-    if layer < 0:   # XLM-R large: hidden_states[14] of 24 (XTREME writes 13); scale the same depth for others
-        layer = max(1, round(n_layers * 14 / 24))
+    if layer < 0:   # one owner: the model ladder (XLM-R large hidden_states[14], which XTREME writes 13)
+        from . import ladder
+        layer, rule = ladder.retrieval_layer(model_label or model, n_layers)
+        log(f"retrieval layer {layer} ({rule})")
     if not 0 <= layer <= n_layers:
         raise ValueError(f"layer {layer} is out of range for {encoder_name} (0 = embeddings .. {n_layers})")
     import torch

@@ -435,6 +435,64 @@ def hyperparameters(task: str) -> dict:
             "warmup": t.warmup, "weight_decay": t.weight_decay}
 
 
+# Multi-task runs train one encoder with one optimizer: one value per hyper-parameter, whatever the order of the
+# label's parts (`mnli+squad` == `squad+mnli`). The rule (unverified in the protocol, see README design notes):
+# the most conservative step (smallest lr, smallest batch), and no task fewer passes or less warmup/decay than its
+# own protocol asks (largest epochs, warmup, weight decay); max_length stays per task (each task brings its own).
+MULTITASK_RULE = {"lr": min, "batch_size": min, "epochs": max, "warmup": max, "weight_decay": max, "max_length": max}
+
+
+def multitask_hyperparameters(names) -> dict:
+    """`hyperparameters` of several tasks trained together, by `MULTITASK_RULE` (order-independent).
+
+    >>> multitask_hyperparameters(["mnli", "squad"]) == multitask_hyperparameters(["squad", "mnli"])
+    True
+    >>> h = multitask_hyperparameters(["mnli", "squad"]); h["batch_size"], h["epochs"], h["max_length"]
+    (16, 3.0, 384)
+    """
+    per = [hyperparameters(n) for n in names]
+    if not per:
+        raise ValueError("multitask_hyperparameters needs at least one task")
+    return {k: rule(p[k] for p in per) for k, rule in MULTITASK_RULE.items()}
+
+
+# Evaluation splits (phase 3): XTREME's dev and test sets, under the registry's normalized names.
+EVAL_SPLITS = ("validation", "test")
+_SPLIT_ALIASES = {"dev": "validation", "val": "validation", "validation": "validation", "test": "test"}
+
+
+def eval_splits(task: str, language: str, requested=EVAL_SPLITS) -> list[tuple[str, list[str]]]:
+    """The requested evaluation splits that (task, language) has, as (hub data, split names) pairs: two names that
+    read the same hub split (TyDiQA-GoldP: XTREME's "test" is the dev set) are evaluated once and written under
+    both names. `requested` accepts 'dev' for 'validation'.
+
+    >>> eval_splits("xnli", "de")
+    [('validation', ['validation']), ('test', ['test'])]
+    >>> eval_splits("xquad", "de"), eval_splits("tydiqa", "fi")
+    ([('test', ['test'])], [('validation', ['validation', 'test'])])
+    >>> eval_splits("xnli", "de", ["develop"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown evaluation split 'develop'; valid: dev, validation, test
+    """
+    names = []
+    for r in ([requested] if isinstance(requested, str) else list(requested)):
+        for part in str(r).split(","):
+            part = part.strip()
+            if part not in _SPLIT_ALIASES:
+                raise ValueError(f"unknown evaluation split {part!r}; valid: dev, validation, test")
+            if _SPLIT_ALIASES[part] not in names:
+                names.append(_SPLIT_ALIASES[part])
+    have = splits(task, language)
+    src = get(task).source_for(language)
+    hub = (lambda s: src.splits.get(s, s)) if src is not None else (lambda s: s)
+    out: dict[str, list[str]] = {}
+    for s in names:
+        if s in have:
+            out.setdefault(hub(s), []).append(s)
+    return [(names_[0], names_) for names_ in out.values()]
+
+
 def table() -> list[dict]:
     """One row per public task, for `xfer tasks`."""
     rows = []

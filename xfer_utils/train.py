@@ -51,6 +51,7 @@ class TrainConfig:
     sampling_temperature: float = 1.0  # multi-task: p_task ∝ min(n, cap) ** (1 / T)
     examples_cap: int = 0             # multi-task: cap n per task in the sampling weights (0 = none)
     mlm_probability: float = 0.15
+    mlm_share: float = 0.0            # MLM co-training: share of steps drawn for MLM; 0 = examples-proportional (lines)
     gradient_checkpointing: bool = False
     optimizer: str = "adamw"          # adamw | adamw8bit (bitsandbytes, the memory planner's 'adam8bit' strategy)
 
@@ -66,6 +67,7 @@ class TaskData:
     label_names: list[str] | None = None
     is_mlm: bool = False
     score_as: str | None = None       # the task whose metric scores `dev` (a target head on its training task's dev)
+    dev_parts: dict | None = None     # composite task (ANLI+): component -> its own dev subset, scored separately
 
 
 @dataclass
@@ -105,21 +107,37 @@ def length_grouped(lengths: list[int], micro: int, rng: random.Random, group: bo
     return batches
 
 
-def task_weights(sizes: dict[str, int], temperature: float = 1.0, cap: int = 0) -> dict[str, float]:
-    """Examples-proportional sampling, optionally capped and tempered (T5's mixing).
+def task_weights(sizes: dict[str, int], temperature: float = 1.0, cap: int = 0,
+                 shares: dict[str, float] | None = None) -> dict[str, float]:
+    """Examples-proportional sampling, optionally capped and tempered (T5's mixing). `shares` fixes the
+    probability of some tasks (MLM co-training's share); the others split the rest by the same rule.
 
     >>> task_weights({"a": 300, "b": 100})
     {'a': 0.75, 'b': 0.25}
     >>> task_weights({"a": 300, "b": 100}, cap=100)
     {'a': 0.5, 'b': 0.5}
+    >>> task_weights({"a": 300, "b": 100, "mlm": 10**6}, shares={"mlm": 0.5})
+    {'a': 0.375, 'b': 0.125, 'mlm': 0.5}
     """
-    w = {t: (min(n, cap) if cap else n) ** (1.0 / temperature) for t, n in sizes.items()}
+    fixed = {t: float(v) for t, v in (shares or {}).items() if t in sizes and v > 0}
+    if fixed and (sum(fixed.values()) >= 1 or len(fixed) == len(sizes)):
+        raise ValueError(f"fixed task shares {fixed} must sum to less than 1 and leave a task to sample by size")
+    w = {t: (min(n, cap) if cap else n) ** (1.0 / temperature) for t, n in sizes.items() if t not in fixed}
     z = sum(w.values())
-    return {t: v / z for t, v in w.items()}
+    rest = 1.0 - sum(fixed.values())
+    return {t: fixed[t] if t in fixed else w[t] / z * rest for t in sizes}
+
+
+def step_shares(steps) -> dict[str, float]:
+    """Share of the optimizer steps (= sampled batches) drawn for each task in a `schedule`."""
+    from collections import Counter
+    n = Counter(t for t, _ in steps)
+    return {t: c / max(1, len(steps)) for t, c in sorted(n.items())}
 
 
 def schedule(task_lengths: dict[str, list[int]], micro: int, accum: int, epochs: float, seed: int,
-             group: bool = True, temperature: float = 1.0, cap: int = 0, max_steps: int = -1):
+             group: bool = True, temperature: float = 1.0, cap: int = 0, max_steps: int = -1,
+             shares: dict[str, float] | None = None):
     """The whole run as a list of optimizer steps, each (task, [micro-batch index lists]). One task per step;
     tasks drawn by `task_weights`; each task's stream reshuffles at its epoch boundary."""
     rng = random.Random(seed)
@@ -127,7 +145,7 @@ def schedule(task_lengths: dict[str, list[int]], micro: int, accum: int, epochs:
     total = math.ceil(epochs * sum(sizes.values()) / (micro * accum))
     if max_steps > 0:
         total = min(total, max_steps)
-    weights = task_weights(sizes, temperature, cap)
+    weights = task_weights(sizes, temperature, cap, shares)
     names = list(weights)
     streams: dict[str, list] = {t: [] for t in names}
     steps = []
@@ -229,15 +247,26 @@ def _lr_lambda(total: int, warmup_steps: int):
 
 
 def dev_score(model, tokenizer, tds: list[TaskData], batch_size: int = 64) -> tuple[float, dict]:
-    """Mean of the primary dev metrics of the labelled tasks (the selection signal)."""
+    """Mean of the primary dev metrics of the labelled tasks (the selection signal). A composite task (ANLI+) is
+    scored on each component's own dev subset: its score is the mean of the component scores, which are kept as
+    '<component>:<metric>' entries (so ANLI's three rounds weigh 3/5, not the ~14 % of a pooled subset)."""
     per = {}
     for td in tds:
-        if td.dev is None or td.is_mlm:
+        if td.is_mlm or (td.dev is None and not td.dev_parts):
             continue
         task = td.score_as or td.name
-        preds = evaluation.predictions(model, td.name, task, td.dev, tokenizer, td.max_length, batch_size,
-                                       td.label_names)
-        sc = evaluation.score(task, td.dev, preds, "en", td.label_names)
+        if td.dev_parts:
+            parts = {}
+            for comp, ds in td.dev_parts.items():
+                preds = evaluation.predictions(model, td.name, comp, ds, tokenizer, td.max_length, batch_size,
+                                               td.label_names)
+                parts[comp] = evaluation.score(comp, ds, preds, "en", td.label_names)
+            sc = {m: float(np.mean([p[m] for p in parts.values()])) for m in next(iter(parts.values()))}
+            sc.update({f"{c}:{m}": v for c, p in parts.items() for m, v in p.items()})
+        else:
+            preds = evaluation.predictions(model, td.name, task, td.dev, tokenizer, td.max_length, batch_size,
+                                           td.label_names)
+            sc = evaluation.score(task, td.dev, preds, "en", td.label_names)
         per[td.name] = {**sc, "primary": evaluation.primary(task, sc)}
     if not per:
         return float("nan"), per
@@ -289,8 +318,11 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
         return TrainResult(**r)
 
     steps = schedule({td.name: [f["length"] for f in td.train] for td in tds}, micro * world, accum, cfg.epochs,
-                     cfg.seed, cfg.group_by_length, cfg.sampling_temperature, cfg.examples_cap, cfg.max_steps)
+                     cfg.seed, cfg.group_by_length, cfg.sampling_temperature, cfg.examples_cap, cfg.max_steps,
+                     {td.name: cfg.mlm_share for td in tds if td.is_mlm})
     total = len(steps)
+    if len(tds) > 1:
+        log("sampled batches per task: " + ", ".join(f"{t} {100 * v:.1f}%" for t, v in step_shares(steps).items()))
     by_name = {td.name: td for td in tds}
     if not fsdp:               # FSDP places each shard itself: the whole of an XXL model never lands on one GPU
         model.to(device)
