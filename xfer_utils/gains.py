@@ -277,13 +277,12 @@ def run_index(plan_dir) -> pd.DataFrame:
     return pd.DataFrame(recs, columns=cols)
 
 
-def _files(run_dir, task: str, lang: str, split: str, n_splits: int) -> tuple[Path, Path]:
-    # one file per (task, language): scoring.file_path's layout. A run that evaluated several splits of one
-    # language would overwrite it, so its rows cannot be paired with files and are left out (see `missing`).
-    if n_splits > 1:
-        raise FileNotFoundError(f"{run_dir}: {task}/{lang} has {n_splits} splits but one prediction file")
-    return (scoring.file_path(task, lang, Path(run_dir) / "predictions"),
-            scoring.file_path(task, lang, Path(run_dir) / "labels"))
+def _files(run_dir, task: str, lang: str, split: str) -> tuple[Path, Path]:
+    # evaluation.zero_shot's layout: test in `predictions/` and `labels/` (XTREME's submission layout), any
+    # other split in `predictions/<split>/` and `labels/<split>/`
+    sub = Path() if split == "test" else Path(split)
+    return (scoring.file_path(task, lang, Path(run_dir) / "predictions" / sub),
+            scoring.file_path(task, lang, Path(run_dir) / "labels" / sub))
 
 
 def read_gold(task: str, path) -> object:
@@ -420,8 +419,8 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
         idx_all = idx_all[idx_all["model"] == model]
     if exclude_english:
         idx_all = idx_all[idx_all["language"] != "en"]
-    n_splits = idx_all.groupby(["run_id", "target", "language"])["split"].transform("nunique")
-    idx_all = idx_all.assign(n_splits=n_splits)
+    # a proxy split (BUCC's gold-pairs-only stand-in) never passes for the real task, here as in the tables
+    idx_all = idx_all[~idx_all["split"].astype(str).str.startswith("proxy")]
     rows, reps, missing = [], {}, []
     per_seed: dict = {}          # (model, label, target, split) -> seed -> language -> score, for the averages' sd
     for (mdl, task, split, lang), cell in idx_all.groupby(["model", "target", "split", "language"], sort=True):
@@ -435,7 +434,7 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
         runs, golds = [], []
         for _, r in cell.iterrows():
             try:
-                pf, lf = _files(r["run_dir"], task, lang, split, r["n_splits"])
+                pf, lf = _files(r["run_dir"], task, lang, split)
                 if not pf.exists() or not lf.exists():
                     raise FileNotFoundError(f"{r['run_id']}: no {'predictions' if not pf.exists() else 'labels'} "
                                             f"file {pf if not pf.exists() else lf}")
