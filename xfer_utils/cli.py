@@ -14,6 +14,7 @@ MODULES = {
     "xfer_utils.scoring": ("score",),
     "xfer_utils.ladder": ("models",),
     "xfer_utils.datacheck": ("check-data",),
+    "xfer_utils.rehearse": ("rehearse",),
 }
 
 

@@ -257,13 +257,16 @@ def _summary(plan: plans.Plan, state: dict, out, interrupted: bool) -> int:
 
 def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
              gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
-             poll_s: float | None = None, resources: str | None = None) -> int:
+             poll_s: float | None = None, resources: str | None = None, transform=None) -> int:
     """Execute a plan (or list it with costs when `dry_run`). Returns the exit code: 0 ok, 1 failed/blocked runs,
     130 interrupted. `cluster`, `parallel`, `wait`, `poll_s`: the submitit launcher's options; `resources`: a site
-    resources file (plan_resources.load_site)."""
+    resources file (plan_resources.load_site); `transform`: Plan -> Plan applied to the expanded plan before
+    anything else (xfer rehearse: the same plan on the tiny world)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher {launcher!r} is not available; valid launchers: {', '.join(LAUNCHERS)}")
     plan = plans.expand(plan_path, outputs, site=plan_resources.load_site(resources))
+    if transform is not None:
+        plan = transform(plan)
     runs = plans.select(plan, only)
     plans.validate(plan)
     if dry_run:
