@@ -128,6 +128,18 @@ def test_rehearsal_starts_clean_unless_resumed(tmp_path):
     assert sum("  done (" in x for x in fresh) == 6 and not any("  skipped (" in x for x in fresh)
 
 
+@pytest.mark.slow
+def test_tiny_world_is_built_before_parallel_kernels_start(tmp_path, monkeypatch):
+    """On a fresh clone two parallel kernels would both start building .cache/tiny in the same folder (each
+    removing the other's files): the rehearsal builds it first, in one process."""
+    monkeypatch.setenv("XFER_TINY_DIR", str(tmp_path / "world"))
+    seen = []
+    monkeypatch.setattr(runner, "run_plan", lambda *a, **k: seen.append((tmp_path / "world" / "world.json").exists())
+                        or 0)
+    assert rehearse.rehearse(FIX / "toy.yaml", outputs=tmp_path / "o", out=lambda *a: None) == 0
+    assert seen == [True]
+
+
 # ---- end to end on the tiny world ----
 
 @pytest.mark.slow

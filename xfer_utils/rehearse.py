@@ -234,6 +234,9 @@ def rehearse(plan_path, use_cover: bool = False, parallel: int = 1, outputs="out
         return plan
 
     t0 = time.time()
+    from . import env, tiny
+    # Built here, once: with --parallel the first kernels would otherwise each start building it in one folder.
+    tiny.ensure(env.tiny_dir())
     with _env(XFER_REHEARSAL="1"):
         rc = runner.run_plan(plan_path, only=only, outputs=rroot, parallel=parallel, resources=resources,
                              out=out, transform=fn)
