@@ -168,3 +168,24 @@ def test_small_plan_rehearses_end_to_end_with_lora(world, tmp_path):
     df = pd.read_csv(d / "results.csv")
     assert set(df["run_id"]) == {"mnli", "none__xnli", "mnli__xnli"}
     assert set(df["model"]) == {"tiny-xlmr-s"}
+
+
+@pytest.mark.slow
+def test_fsdp_strategy_rehearses_over_cpu_processes(world, tmp_path):
+    """XLM-R XXL on 4 x 80 GB GPUs: the planner picks FSDP; the rehearsal shards the tiny model with FSDP2 over 2 CPU
+    processes (launch._fsdp_on_cpu) and the run finishes with its encoder saved."""
+    plan = tmp_path / "fsdp_plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "fsdp_plan", "defaults": {"model": "facebook/xlm-roberta-xxl", "data_dir": "", "seed": 1},
+        "resources": {"gpus": 4, "gpu_mem": 80},
+        "phases": {"intermediate": {"notebook": str(REPO / "notebooks" / "10_intermediate.ipynb"),
+                                    "grid": {"intermediate": ["mnli"]}}}}, sort_keys=False))
+    lines: list[str] = []
+    rc = rehearse.rehearse(plan, outputs=tmp_path / "out", out=lines.append)
+    assert rc == 0, "\n".join(lines)
+    d = tmp_path / "out" / "rehearsal" / "fsdp_plan" / "intermediate" / "mnli"
+    assert yaml.safe_load((d / "params.yaml").read_text())["n_processes"] == 2
+    log = (d / "notebook.log").read_text()
+    assert "strategy: fsdp; 2 processes with accelerate config fsdp_full_shard" in log
+    assert "sharded over 2 processes" in log
+    assert (tmp_path / "out" / "rehearsal" / "_checkpoints" / "fsdp_plan" / "mnli" / "encoder").is_dir()
