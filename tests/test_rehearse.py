@@ -90,12 +90,17 @@ def test_cover_has_every_grid_value_is_closed_and_smaller(path, tmp_path):
     assert all(set(r.needs) <= ids for r in reh.runs)               # after: only what the cover runs
 
 
-def test_paper_cover_size(tmp_path):
-    """16 intermediate setups, 17 x 7 targets, 17 x 2 retrieval runs: each target/retrieval run brings its
-    intermediate run, so about one run per intermediate label and phase remains (170 -> about 51)."""
+def test_paper_cover_size_and_every_task_on_the_baseline(tmp_path):
+    """16 intermediate setups, 17 x 7 targets, 17 x 2 retrieval runs: one run per intermediate label and phase, plus
+    each target and retrieval task once on the raw model (so a failing intermediate setup hides no task):
+    16 + (7 + 16) + (2 + 16) + 1 of 170."""
     plan = plans.expand(REPO / "params" / "plans" / "paper.yaml", tmp_path)
     chosen = rehearse.cover(plan)
-    assert len(plan.runs) == 170 and len(chosen) <= 52
+    assert len(plan.runs) == 170 and len(chosen) == 58
+    base = [r for r in chosen if r.values.get("intermediate") == "none"]
+    assert {r.values["target_task"] for r in base if r.phase == "target"} == {
+        "xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa"}
+    assert {r.values["task"] for r in base if r.phase == "retrieval"} == {"bucc2018", "tatoeba"}
 
 
 # ---- failures and exit code (toy notebooks: no training) ----

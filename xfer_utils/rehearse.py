@@ -129,7 +129,7 @@ def _items(run: plans.Run, plan: plans.Plan) -> set:
 def cover(plan: plans.Plan) -> list[plans.Run]:
     """The runs of a small subset (greedy) in which every grid value of every phase occurs at least once, closed
     under `needs:` dependencies (the upstream run whose encoder a run starts from), in plan order. Runs of phases
-    without a grid (the analyses) are always in. `after:` is no dependency here: an analysis runs on what the
+    without a grid (the analyses) are always in; runs without an upstream run are preferred (see below). `after:` is no dependency here: an analysis runs on what the
     cover produced."""
     by_id = {r.run_id: r for r in plan.runs}
 
@@ -148,9 +148,13 @@ def cover(plan: plans.Plan) -> list[plans.Run]:
     todo_items = set().union(*(_items(r, plan) for r in plan.runs))
     closures = {r.run_id: closure(r) for r in plan.runs}
     covers = {r.run_id: _items(r, plan) for r in plan.runs}
+    # Runs without an upstream run (intermediate runs, baselines) are taken first: every target or retrieval task
+    # then runs once on the raw model, so a failing intermediate setup does not hide that task's own failures.
+    free = [r for r in plan.runs if not r.upstream]
     while todo_items:
         best, best_score = None, None
-        for r in plan.runs:
+        pool = [r for r in free if covers[r.run_id] & todo_items] or plan.runs
+        for r in pool:
             if r.run_id in chosen:
                 continue
             new = closures[r.run_id] - chosen
