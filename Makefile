@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 # processes on a 2-core machine slowed training 20x in a measurement here: one thread per process for tests/smoke.
 TINY_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: setup test test-fast smoke smoke-real lab bench clean
+.PHONY: setup test test-fast smoke smoke-real rehearse lab bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -30,6 +30,14 @@ test-fast: $(STAMP)
 
 smoke: $(STAMP)
 	$(TINY_ENV) $(BIN)/xfer run params/plans/smoke.yaml --parallel 2
+
+# Every shipped plan with its real structure on the tiny world (xfer rehearse --cover: every phase and grid value,
+# dependencies, analyses; scale capped): a plan that passes here does not die hours into a GPU run. All plans are
+# rehearsed even when one fails; the target fails at the end if any did. Outputs: outputs/rehearsal/<plan>/.
+rehearse: $(STAMP)
+	@rc=0; for p in params/plans/*.yaml; do \
+	  $(TINY_ENV) $(BIN)/xfer rehearse $$p --cover --parallel 2 || rc=1; \
+	done; exit $$rc
 
 # The study on a tiny world built from real multilingual text (needs ../shared/data or SHARED_DATA=...).
 SHARED_DATA ?= ../shared/data
@@ -52,4 +60,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/retrieval.py --json benchmarks/results/retrieval.json
 
 clean:
-	rm -rf $(VENV) outputs/smoke
+	rm -rf $(VENV) outputs/smoke outputs/rehearsal

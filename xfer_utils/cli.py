@@ -16,6 +16,7 @@ MODULES = {
     "xfer_utils.datacheck": ("check-data",),
     "xfer_utils.token_lengths": ("token-lengths",),
     "xfer_utils.gains": ("gains",),
+    "xfer_utils.rehearse": ("rehearse",),
 }
 
 

@@ -235,6 +235,10 @@ def run_phase(phase: str, *, strategy: str = "auto", n_processes: int = 1, confi
     n_processes = max(1, int(n_processes))
     chosen = resolve_strategy(strategy, model, n_processes)
     options = strategy_options(chosen)
+    if options.get("optimizer") == "adamw8bit" and os.environ.get("XFER_REHEARSAL") and not gpu_info()[1]:
+        # `xfer rehearse` on a CPU: bitsandbytes' 8-bit AdamW needs a GPU; the rest of the strategy runs as planned
+        options = {**options, "optimizer": "adamw"}
+        log("rehearsal on CPU: 8-bit AdamW (bitsandbytes) needs a GPU; AdamW substitutes for it in this run")
     _check_supported(phase, options)
     kwargs = {**kwargs, **{k: v for k, v in options.items() if k not in kwargs}}
     if "strategy" in inspect.signature(phase_function(phase)).parameters:   # recorded in every results row
@@ -291,7 +295,9 @@ def run_distributed(phase: str, kwargs: dict, n_processes: int, config: str | No
     fsdp_layer = None
     if config and is_fsdp_config(config):
         fsdp_layer = layer_class(str(kwargs.get("init_from") or kwargs["model"]))
-        if not gpu_info()[1]:
+        if not gpu_info()[1] and os.environ.get("XFER_REHEARSAL"):
+            log("rehearsal on CPU: FSDP2 shards over CPU processes (gloo), as on GPUs (launch._fsdp_on_cpu)")
+        elif not gpu_info()[1]:
             log("note: accelerate shards with FSDP only on GPUs; on this machine the processes train full "
                 "replicas (gloo), with the same results")
     base = Path(kwargs["checkpoint_dir"]) / "launch" if kwargs.get("checkpoint_dir") else Path(tempfile.mkdtemp())
@@ -439,6 +445,24 @@ def _install_child_shims(state) -> None:
     models.save_encoder = save_encoder
 
 
+def _fsdp_on_cpu() -> None:
+    """For `xfer rehearse` on a CPU (XFER_REHEARSAL set): accelerate launch with the FSDP config sets
+    ACCELERATE_USE_FSDP on CPU too, but AcceleratorState turns FSDP on only on accelerators and falls back to
+    MULTI_CPU; torch's FSDP2 (fully_shard) runs on a CPU mesh over gloo, so the state is set to FSDP where
+    accelerate would (as tests/test_launch.py's FSDP test does): the rest is the GPU path."""
+    from accelerate.state import AcceleratorState, DistributedType, PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    init = AcceleratorState.__init__
+
+    def _init(self, *a, **kw):
+        init(self, *a, **kw)
+        if self.distributed_type == DistributedType.MULTI_CPU:
+            self.fsdp_plugin = kw.get("fsdp_plugin") or FullyShardedDataParallelPlugin()
+            self.distributed_type = DistributedType.FSDP
+            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    AcceleratorState.__init__ = _init
+
+
 def _child_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m xfer_utils.launch",
                                  description="one rank of a launched training phase (started by run_distributed)")
@@ -451,6 +475,9 @@ def _child_main(argv: list[str] | None = None) -> int:
 
     from . import env, results
     kwargs = json.loads(Path(args.kwargs).read_text(encoding="utf-8"))
+    if (os.environ.get("XFER_REHEARSAL") and os.environ.get("ACCELERATE_USE_FSDP") == "true"
+            and not torch.cuda.is_available()):
+        _fsdp_on_cpu()
     state = PartialState(cpu=not torch.cuda.is_available())     # first: it pins this rank's GPU
     env.seed_everything(int(kwargs.get("seed", 1)))             # what env.setup does, without touching CUDA
     import datasets

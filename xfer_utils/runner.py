@@ -324,14 +324,15 @@ def _summary(plan: plans.Plan, state: dict, out, interrupted: bool) -> int:
 
 def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
              gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
-             poll_s: float | None = None, resources: str | None = None, wait_lock: bool = False) -> int:
+             poll_s: float | None = None, resources: str | None = None, wait_lock: bool = False,
+             transform=None) -> int:
     """`_run_plan` holding the plan's lock (one runner per outputs root + plan; see files.plan_lock): a second
     runner exits at once naming the holder, or queues behind it with `wait_lock`. A dry run takes no lock."""
     try:
         with contextlib.ExitStack() as held:    # _run_plan takes the lock once the plan is valid, before any write
             return _run_plan(plan_path, only, dry_run, outputs, launcher, gpu, out, cluster, parallel, wait, poll_s,
                              resources, _lock=lambda plan: held.enter_context(
-                                 files.plan_lock(plan.dir / LOCK, wait=wait_lock, out=out)))
+                                 files.plan_lock(plan.dir / LOCK, wait=wait_lock, out=out)), transform=transform)
     except files.LockHeld as e:
         out(f"xfer run: {e}")
         return 3
@@ -339,13 +340,16 @@ def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs=
 
 def _run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
               gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
-              poll_s: float | None = None, resources: str | None = None, _lock=None) -> int:
+              poll_s: float | None = None, resources: str | None = None, _lock=None, transform=None) -> int:
     """Execute a plan (or list it with costs when `dry_run`). Returns the exit code: 0 ok, 1 failed/blocked runs,
     130 interrupted. `cluster`, `parallel`, `wait`, `poll_s`: the submitit launcher's options; `resources`: a site
-    resources file (plan_resources.load_site)."""
+    resources file (plan_resources.load_site); `transform`: Plan -> Plan applied to the expanded plan before
+    anything else (xfer rehearse: the same plan on the tiny world)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher {launcher!r} is not available; valid launchers: {', '.join(LAUNCHERS)}")
     plan = plans.expand(plan_path, outputs, site=plan_resources.load_site(resources))
+    if transform is not None:
+        plan = transform(plan)
     runs = plans.select(plan, only)
     plans.validate(plan)
     validate.check_plan(plan, corpora=not dry_run)      # values (tasks, labels, models, corpora): before any kernel
