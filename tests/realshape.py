@@ -10,9 +10,9 @@ sampling the resident memory (RSS) of the run's process tree, and checks:
 * load reports: the intermediate runs load every encoder tensor of the checkpoint and initialise only their heads;
   the target runs load the intermediate encoder, initialise only the target head and find nothing unused (heads
   are never carried across phases);
-* the MLM co-training run: the checkpoint's pretrained `lm_head` is reported unused while the MLM head is freshly
-  initialised. Once the MLM-head-from-checkpoint change lands, set EXPECT_LM_HEAD_FROM_CHECKPOINT = True (or run
-  with REALSHAPE_EXPECT_LM_HEAD=1): then no `lm_head.*` key may be unused and no `heads.mlm.*` key initialised;
+* the MLM co-training run starts its MLM head from the checkpoint's pretrained `lm_head` (models._load_mlm_heads):
+  no `lm_head.*` key may be unused and no `heads.mlm.*` key freshly initialised (REALSHAPE_EXPECT_LM_HEAD=0 turns
+  the check off, to compare with a random MLM head);
 * the memory planner (`ladder.estimate_memory_gb(..., precision="fp32", device="cpu")`, the CPU fp32 case of
   `xfer models --plan`) is within +-25 % of the measured peak of every training run without MLM (micro-batch x
   max_length known: the plan pads to max_length); the MLM run is compared with the planner's `mlm_vocab` term.
@@ -40,7 +40,7 @@ ROOT = REPO / ".cache" / "realshape"
 MODEL = ROOT / "xlmr-base-shape"
 OUTPUTS = ROOT / "outputs"
 TOLERANCE = 0.25
-EXPECT_LM_HEAD_FROM_CHECKPOINT = os.environ.get("REALSHAPE_EXPECT_LM_HEAD") == "1"
+EXPECT_LM_HEAD_FROM_CHECKPOINT = os.environ.get("REALSHAPE_EXPECT_LM_HEAD", "1") != "0"
 
 
 def shape() -> dict:
@@ -148,9 +148,8 @@ def check_load_reports(runs: dict, failures: list) -> dict:
                 fail(f"intermediate mnli+mlm: lm_head not used by MLM co-training (unused {unused_lm}, freshly "
                      f"initialised {mlm_fresh})")
         else:
-            notes["mnli+mlm"] = (f"MLM head freshly initialised ({len(mlm_fresh)} tensors); the checkpoint's lm_head "
-                                 f"({len(unused_lm)} tensors) reported unused: MLM-head-from-checkpoint not on this "
-                                 f"branch (set REALSHAPE_EXPECT_LM_HEAD=1 once it is)")
+            notes["mnli+mlm"] = (f"MLM head check off (REALSHAPE_EXPECT_LM_HEAD=0): {len(mlm_fresh)} MLM head "
+                                 f"tensors freshly initialised, {len(unused_lm)} lm_head tensors unused")
     for task in ("xnli", "udpos", "xquad"):
         rep = _summary("target", f"mnli__{task}").get("load_report") or {}
         if not rep:

@@ -310,6 +310,12 @@ def test_malformed_yaml_names_file_and_line_without_traceback(tmp_path, capsys):
     assert cli.main(["run", str(p), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert f"{p}:5: not valid YAML" in err and "Traceback" not in err
+    site = tmp_path / "site.yaml"                 # the same for a site resources file (xfer run --resources)
+    site.write_text("gpus: 4\ngpu_mem: [80,\n")
+    plan = Path(__file__).resolve().parents[1] / "params" / "plans" / "quick.yaml"
+    assert cli.main(["run", str(plan), "--dry-run", "--resources", str(site)]) == 2
+    err = capsys.readouterr().err
+    assert f"resources file {site}:" in err and "not valid YAML" in err and "Traceback" not in err
 
 
 def test_error_summary_keeps_the_valid_choices():

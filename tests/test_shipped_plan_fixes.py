@@ -146,6 +146,17 @@ def test_paper_dry_run_prices_every_run(monkeypatch):
     assert any(s.startswith("note: `xfer run` needs data") and "XFER_CCG_PATH" in s for s in out)   # said, not fatal
 
 
+@pytest.mark.parametrize("plan", ["quick", "rq_size", "rq_data", "rq_difficulty"])
+def test_every_gpu_plan_dry_run_prices_every_run(plan, monkeypatch):
+    """rq_size's mT5 encoders are not in the throughput table: their price comes from the ladder's size (6N)."""
+    out = Lines()
+    assert runner.run_plan(REPO / "params" / "plans" / f"{plan}.yaml", dry_run=True, outputs=REPO / "outputs",
+                           out=out) == 0
+    rows = [s for s in out if s.strip()[:1].isdigit()]
+    assert rows and not [r for r in rows if " ? " in r or r.split()[3] == "?"], plan
+    assert "unknown cost" not in next(s for s in out if s.startswith("total:"))
+
+
 # ---------------------------------------------------------------- BUCC on the original corpora
 
 def test_tiny_bucc_corpus_has_the_original_layout_and_distractors(world):

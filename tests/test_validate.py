@@ -157,6 +157,17 @@ def test_mlm_text_source(tmp_path, no_kernel):
         validate.check_run("intermediate", {"intermediate": "mnli+mlm", "mlm_text": source, "data_dir": data_dir})
 
 
+@pytest.mark.parametrize("model", ["google/mt5-xl", "mt5-base", "tiny-mt5"])
+def test_mlm_co_training_on_an_mt5_encoder_fails_at_plan_time(tmp_path, no_kernel, model):
+    """mT5's tokenizer has no mask token: features.require_mask_token would stop the run at its first batch; the
+    plan is refused before any run starts. The same label on an encoder with a mask token passes."""
+    _fails_before_any_kernel(tmp_path, no_kernel, _plan(tmp_path, _intermediate("mnli+mlm"), {"model": model}),
+                             "needs a tokenizer with a mask token", model, "drop '+mlm'")
+    validate.check_run("intermediate", {"intermediate": "mnli", "model": model}, corpora=False)
+    validate.check_run("intermediate", {"intermediate": "mnli+mlm", "model": "google-bert/bert-base-multilingual-cased"},
+                       corpora=False)
+
+
 def test_ccg_without_its_corpus(tmp_path, no_kernel, monkeypatch):
     monkeypatch.delenv("XFER_CCG_PATH", raising=False)
     _fails_before_any_kernel(tmp_path, no_kernel, _plan(tmp_path, _intermediate("mnli+ccg"), {"data_dir": ""}),

@@ -231,7 +231,13 @@ def throughput(model: str, gpu: str, table: dict) -> tuple[float | None, str]:
     """(real training tokens/s, status) for (model, gpu); measured entries first, then derived, then 6·N."""
     name = model_alias(model, table)
     if name is None:
-        return None, f"no throughput for model {model!r}"
+        # not in the throughput table: the model ladder (resources/models.yaml) still knows its size, so 6·N
+        from . import ladder
+        m = ladder.lookup(model)
+        g = (table.get("gpus") or {}).get(gpu)
+        if m is None or g is None or not m.params_non_embedding:
+            return None, f"no throughput for model {model!r}"
+        return float(g["achieved_tflops"]) * 1e12 / (6.0 * float(m.params_non_embedding)), "derived (6N)"
     entries = [e for e in table.get("throughput") or [] if e.get("model") == name and e.get("gpu") == gpu]
     for want in ("measured", "derived"):
         for e in entries:

@@ -22,7 +22,6 @@ import os
 import re
 from pathlib import Path
 
-import yaml
 
 RESOURCE_KEYS = {"gpus": (int,), "gpu_mem": (int, float), "mem": (str, int, float), "time": (str, int),
                  "partition": (str,), "cpus": (int,), "slurm": (dict,), "models": (dict,)}
@@ -94,7 +93,8 @@ def load_site(path: str | os.PathLike | None) -> dict:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"resources file {p} does not exist")
-    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    from .plans import read_yaml
+    raw = read_yaml(p, "resources file")
     site = check_resources(raw, f"resources file {p}", extra=("phases",))
     phases = site.get("phases") or {}
     if not isinstance(phases, dict):

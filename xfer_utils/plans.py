@@ -160,6 +160,18 @@ def find_root(start: Path) -> Path:
     return Path.cwd().resolve()
 
 
+def read_yaml(path: Path, what: str):
+    """A YAML file's content; malformed YAML fails in one sentence naming `what`, the file and the line."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:      # PyYAML counts lines from 0
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        msg = " ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+        raise ValueError(f"{what} {where}: not valid YAML ({msg}); check the indentation and the quoting "
+                         f"of that line") from None
+
+
 def load(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     """The plan file as a dict, `include`d defaults merged in (later files win), top-level keys checked."""
     path = Path(path).resolve()
@@ -167,14 +179,7 @@ def load(path: str | os.PathLike, _seen: tuple = ()) -> dict:
         raise FileNotFoundError(f"plan file {path} does not exist")
     if path in _seen:
         raise ValueError(f"plan file {path} includes itself (include cycle: {' -> '.join(map(str, _seen))})")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:      # one sentence with file and line (PyYAML counts lines from 0)
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        what = " ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
-        raise ValueError(f"plan file {where}: not valid YAML ({what}); check the indentation and the quoting "
-                         f"of that line") from None
+    raw = read_yaml(path, "plan file")
     if not isinstance(raw, dict):
         raise ValueError(f"plan file {path} must be a YAML mapping with keys {', '.join(sorted(PLAN_KEYS))}")
     unknown = set(raw) - PLAN_KEYS

@@ -11,7 +11,7 @@ retrieval task; for any other notebook the values it declares are checked key by
 >>> check_run("target", {"target_task": "xnlii"})
 Traceback (most recent call last):
 ...
-ValueError: target_task 'xnlii' is not a trainable target task; valid target tasks: mlqa, panx, pawsx, stsb_multi_mt, tydiqa, udpos, xcopa, xnli, xquad
+ValueError: target_task 'xnlii' is not a trainable target task; valid target tasks: mlqa, panx, pawsx, stsb_cross, stsb_multi_mt, tydiqa, udpos, xcopa, xnli, xquad
 >>> check_run("intermediate", {"intermediate": "mnli@xx"})
 Traceback (most recent call last):
 ...
@@ -75,17 +75,23 @@ def check_languages(task: str, languages) -> None:
 
 
 def _tiny_names() -> set[str]:
-    from . import tiny
-    names = set(tiny.MODEL_SIZES)
-    try:   # tiny models of other architecture families, when that module is there
-        from . import tiny_families as tf
-        for attr in ("MODELS", "FAMILIES", "NAMES", "MODEL_NAMES", "TINY_MODELS"):
-            v = getattr(tf, attr, None)
-            if isinstance(v, (dict, list, tuple, set)):
-                names |= {str(x) for x in v}
-    except ImportError:
-        pass
-    return names
+    from . import tiny, tiny_families
+    return set(tiny.MODEL_SIZES) | set(tiny_families.NAMES)
+
+
+# Ladder families whose tokenizer has no mask token (pre-trained with span corruption): no MLM co-training.
+NO_MASK_TOKEN_FAMILIES = ("mt5-encoder",)
+
+
+def check_mlm_model(model) -> None:
+    """'+mlm' needs a tokenizer with a mask token (features.require_mask_token says the same at run time): refuse
+    the ladder's mT5 encoders (and their tiny stand-in) at plan time, before any run of the plan starts."""
+    from . import ladder
+    m = ladder.lookup(model) if isinstance(model, str) else None
+    if model == "tiny-mt5" or (m is not None and m.family in NO_MASK_TOKEN_FAMILIES):
+        raise ValueError(f"MLM co-training ('+mlm') needs a tokenizer with a mask token and {model} (an mT5 "
+                         f"encoder, pre-trained with span corruption) has none: drop '+mlm' from the intermediate "
+                         f"label for this model")
 
 
 def check_model(name, what: str = "model") -> None:
@@ -190,6 +196,8 @@ def check_run(kind: str | None, params: dict, corpora: bool = True) -> None:
         check_model(p["model"])
     if kind == "intermediate":
         check_intermediate(p.get("intermediate"), allow_none=False)
+        if any(name == "mlm" for name, _ in tasks.parse_intermediate(p["intermediate"])):
+            check_mlm_model(p.get("model"))
         if corpora:
             for name, _ in tasks.parse_intermediate(p["intermediate"]):
                 if tasks.get(name).user_path:
