@@ -71,17 +71,23 @@ def accuracy(predictions: Sequence, labels: Sequence) -> float:
     return float(correct) / len(predictions) * 100
 
 
+def _paired_sentences(gold, pred, what: str):
+    """Gold and predicted tag sentences that pair up one to one with equal lengths, else one-sentence errors."""
+    gold, pred = _as_sentences(gold), _as_sentences(pred)
+    _check_lengths(pred, gold, what)
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if len(g) != len(p):
+            raise ValueError(f"{what}: sentence {i} has {len(g)} gold tags but {len(p)} predicted tags")
+    return gold, pred
+
+
 def token_accuracy(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
     """Per-word tag accuracy x 100 over all words of all sentences (supertagging is scored this way).
 
     >>> token_accuracy([["N", "NP", "."], ["N/N", "N"]], [["N", "N", "."], ["N/N", "N"]])
     80.0
     """
-    gold, pred = _as_sentences(gold), _as_sentences(pred)
-    _check_lengths(pred, gold, "token accuracy")
-    for i, (g, p) in enumerate(zip(gold, pred)):
-        if len(g) != len(p):
-            raise ValueError(f"token accuracy: sentence {i} has {len(g)} gold tags but {len(p)} predicted tags")
+    gold, pred = _paired_sentences(gold, pred, "token accuracy")
     n = sum(len(g) for g in gold)
     if n == 0:
         raise ValueError("token accuracy: there is nothing to score (no gold words)")
@@ -162,11 +168,7 @@ def tagging_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
     >>> tagging_scores([["SCONJ", "CCONJ"]], [["SCONJ", "CCONJ"]], scheme="pos0012")["f1"]
     100.0
     """
-    gold, pred = _as_sentences(gold), _as_sentences(pred)
-    _check_lengths(pred, gold, "tagging")
-    for i, (g, p) in enumerate(zip(gold, pred)):
-        if len(g) != len(p):
-            raise ValueError(f"tagging: sentence {i} has {len(g)} gold tags but {len(p)} predicted tags")
+    gold, pred = _paired_sentences(gold, pred, "tagging")
     true_chunks = set(get_chunks(gold, scheme))
     pred_chunks = set(get_chunks(pred, scheme))
     correct = len(true_chunks & pred_chunks)
