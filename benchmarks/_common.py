@@ -144,7 +144,7 @@ def tokenizer_for(texts: list[str], vocab_size: int, name: str):
     """The project's tiny-world tokenizer builder (Unigram + Metaspace, XLM-R's special-token order) trained on
     `texts`; cached under .cache/benchmarks/<name>-<vocab>."""
     from transformers import AutoTokenizer
-    from xfer_utils import tiny
+    from xfer_utils.world import tiny
     path = CACHE / f"{name}-{vocab_size}"
     if (path / "tokenizer_config.json").exists():
         return AutoTokenizer.from_pretrained(path)

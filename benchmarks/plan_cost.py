@@ -3,9 +3,9 @@
     python benchmarks/plan_cost.py [--json benchmarks/results/plan_cost.json] [--gpus a100,h100,l4,t4]
 
 For each plan: when ``params/plans/<plan>.yaml`` exists it is expanded and validated and costed by
-``xfer_utils.runner.cost_table`` (exactly the dry-run). Otherwise the grid that issue 6 and
+``xfer_utils.runner.execute.cost_table`` (exactly the dry-run). Otherwise the grid that issue 6 and
 ../shared/reference/performance.md §2 describe is written out here as run params and costed run by run with
-``xfer_utils.cost.estimate`` (the function the dry-run calls), and the JSON says ``"source": "issue-6 grid"``.
+``xfer_utils.runner.cost.estimate`` (the function the dry-run calls), and the JSON says ``"source": "issue-6 grid"``.
 
 Throughput comes from ``xfer_utils/resources/throughput.yaml``: a ``measured`` entry for (model, GPU) when there is one,
 else the ``derived`` one. No GPU was measured for this project so far (benchmarks/gpu.py skips without CUDA), so
@@ -65,12 +65,12 @@ def issue6_runs(plan: str) -> list[tuple[str, dict]]:
 
 
 def cost_plan(plan: str, gpus: list[str]) -> dict:
-    from xfer_utils import cost
+    from xfer_utils.runner import cost
     table = cost.load_table()
     path = C.REPO / "params" / "plans" / f"{plan}.yaml"
     out = {"plan": plan, "gpus": {}}
     if path.exists():
-        from xfer_utils import plans, runner
+        from xfer_utils.runner import plans, execute as runner
         with tempfile.TemporaryDirectory() as tmp:
             p = plans.expand(path, tmp)
             plans.validate(p)

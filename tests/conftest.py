@@ -28,7 +28,7 @@ def need_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """The tiny world (model + mirror), built once; notebooks resolve 'tiny' names to it via XFER_TINY_DIR."""
-    from xfer_utils import tiny
+    from xfer_utils.world import tiny
     root = Path(os.environ.get("XFER_TEST_WORLD") or tmp_path_factory.mktemp("world"))
     paths = tiny.ensure(root)
     os.environ["XFER_TINY_DIR"] = str(root)

@@ -59,7 +59,7 @@ def tokenizer_dir() -> Path | None:
 def build_model(tok_dir: Path) -> dict:
     from transformers import AutoConfig
 
-    from xfer_utils import tiny
+    from xfer_utils.world import tiny
     want = shape()
     if (MODEL / "config.json").exists():
         cfg = AutoConfig.from_pretrained(MODEL)

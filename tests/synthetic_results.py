@@ -17,7 +17,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from xfer_utils import analysis, ladder, results, tasks
+from xfer_utils.analysis import tables as analysis
+from xfer_utils import ladder, results, tasks
 
 ERRORS = {"mnli": 15.0, "squad": 12.0, "hellaswag": 35.0, "qqp": 10.0, "sst2": 6.0, "cosmosqa": 30.0,
           "commonsenseqa": 40.0, "anli_plus": 45.0}

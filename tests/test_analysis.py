@@ -10,7 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic_results as sr  # noqa: E402
 
-from xfer_utils import analysis, plots, results, stats, tasks  # noqa: E402
+from xfer_utils.analysis import tables as analysis, plots, stats  # noqa: E402
+from xfer_utils import results, tasks
 
 SINGLE = ("mnli", "squad", "hellaswag", "qqp", "sst2", "cosmosqa", "commonsenseqa")
 

@@ -191,7 +191,7 @@ def test_translated_intermediate_data(world):
 
 def test_a_rebuilt_mirror_is_never_served_from_a_stale_cache(tmp_path):
     """datasets' shared cache keys local folders by path; a mirror rebuilt in place must still load its new data."""
-    from xfer_utils import tiny
+    from xfer_utils.world import tiny
     small = {"train": 6, "validation": 4, "test": 4}
     tiny.build_data(tmp_path / "data", seed=1, sizes=small)
     first = data.load("sst2", "train", data_dir=tmp_path / "data")["text_a"]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xfer_utils import cli, datacheck, features, tasks
+from xfer_utils import cli, features, tasks
+from xfer_utils.world import datacheck
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO  # noqa: E402

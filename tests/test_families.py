@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xfer_utils import data, embeddings, env, features, ladder, launch, models, runs, tiny, tiny_families, train
+from xfer_utils import data, embeddings, features, ladder, models, train
+from xfer_utils.phases import env, launch, runs
+from xfer_utils.world import tiny, tiny_families
 
 FAMILIES = list(tiny_families.NAMES) + ["tiny-xlmr-s"]
 # what each tiny model must be: (config.model_type, encoder class the project loads, tokenizer model kind)

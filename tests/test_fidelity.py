@@ -15,7 +15,9 @@ from datasets import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic_results as sr  # noqa: E402
 
-from xfer_utils import analysis, data, evaluation, features, ladder, models, results, runs, tasks, train  # noqa: E402
+from xfer_utils.analysis import tables as analysis  # noqa: E402
+from xfer_utils import data, evaluation, features, ladder, models, results, tasks, train
+from xfer_utils.phases import runs
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda m: None)
@@ -175,7 +177,7 @@ def test_each_strategy_has_its_default_lr_and_rows_record_it(world, tmp_path):
     _target(world, tmp_path, languages=["de"], eval_splits=["test"])
     rows = results.read_rows(tmp_path / "run" / "metrics.jsonl")
     assert rows and all(r["strategy"] == "full" and r["lr"] == pytest.approx(1e-5) for r in rows)
-    from xfer_utils import launch                      # the notebooks' path: run_phase hands its strategy on
+    from xfer_utils.phases import launch                      # the notebooks' path: run_phase hands its strategy on
     launch.run_phase("target", strategy="grad_checkpointing", model=str(world["tiny-xlmr-s"]), target_task="xnli",
                      run_id="g", plan="test", run_dir=str(tmp_path / "g"), checkpoint_dir=str(tmp_path / "gc"),
                      data_dir=str(world["data"]), max_train_examples=16, max_eval_examples=4, max_steps=1,

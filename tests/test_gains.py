@@ -6,7 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from xfer_utils import cli, gains, metrics, plans, runs, stats
+from xfer_utils import cli, metrics
+from xfer_utils.analysis import gains, stats
+from xfer_utils.runner import plans
+from xfer_utils.phases import runs
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 

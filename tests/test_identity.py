@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xfer_utils import cli, files, identity, plans, results, runner, runs, scoring, train
+from xfer_utils import cli, files, identity, results, scoring, train
+from xfer_utils.runner import plans, execute as runner, validate
+from xfer_utils.phases import runs
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "runner"
@@ -101,7 +103,7 @@ def test_hand_run_baseline_after_a_hand_run_mnli_target(world, tmp_path, monkeyp
     refused (its label would be wrong), and even a run that slipped through before (a checkpoint trained from
     the MNLI encoder in the baseline's folder) is never loaded by the real baseline."""
     monkeypatch.setenv("XFER_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    _, _, inter_ckpt = runs.run_paths("intermediate", "", "manual", str(tmp_path / "o" / "i"), "", "tiny__mnli__s1")
+    _, _, inter_ckpt = files.run_paths("intermediate", "", "manual", str(tmp_path / "o" / "i"), "", "tiny__mnli__s1")
     runs.intermediate(str(world["tiny-xlmr-s"]), "mnli", run_id="tiny__mnli__s1", plan="manual",
                       run_dir=str(tmp_path / "o" / "i"), checkpoint_dir=inter_ckpt, data_dir=str(world["data"]),
                       max_train_examples=48, max_steps=4, eval_every=4, batch_size=8, lr=3e-3, eval_examples=16,
@@ -109,7 +111,7 @@ def test_hand_run_baseline_after_a_hand_run_mnli_target(world, tmp_path, monkeyp
     encoder = str(Path(inter_ckpt) / "encoder")
     assert identity.encoder_record(encoder)["intermediate"] == "mnli"
     rid = "tiny__none__xnli__s1"                 # 20_target's default id for intermediate 'none'
-    _, run_dir, ckpt = runs.run_paths("target", "", "manual", str(tmp_path / "o" / "t"), "", rid)
+    _, run_dir, ckpt = files.run_paths("target", "", "manual", str(tmp_path / "o" / "t"), "", rid)
     with pytest.raises(ValueError, match="encoder trained on intermediate 'mnli'.*-p intermediate mnli"):
         _target(world, tmp_path, run_dir, ckpt, init_from=encoder)
     # what an unchecked hand run left behind: the MNLI-initialised target in the baseline's checkpoint folder
@@ -328,7 +330,7 @@ def test_unknown_model_offline_fails_in_seconds(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.time()
     with pytest.raises(ValueError) as e:
-        identity.check_model("no-such-org/no-such-model")
+        validate.check_model_available("no-such-org/no-such-model")
     assert time.time() - t0 < 5
     assert "tiny-xlmr-s" in str(e.value) and "xfer models" in str(e.value)
 

@@ -66,7 +66,7 @@ def test_lookup_unknown():
 
 
 def test_tiny_models_match_the_tiny_world():
-    tiny = pytest.importorskip("xfer_utils.tiny")
+    tiny = pytest.importorskip("xfer_utils.world.tiny")
     for name, cfg in tiny.MODEL_SIZES.items():
         m = ladder.get(name)
         assert (m.hidden, m.layers, m.heads, m.ffn) == (cfg["hidden_size"], cfg["num_hidden_layers"],

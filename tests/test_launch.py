@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from xfer_utils import launch, models, train
+from xfer_utils.phases import launch
+from xfer_utils import models, train
 
 TOL = 1e-5
 _orig_build = models.build
@@ -34,12 +35,12 @@ _orig_build = models.build
 def test_launch_command_and_configs(tmp_path):
     import yaml
     k, s = tmp_path / "k.json", tmp_path / "s.json"
-    one = launch.launch_command("xfer_utils.runs:intermediate", k, s, 1)
-    assert one[1:3] == ["-m", "xfer_utils.launch"]
-    ddp = launch.launch_command("xfer_utils.runs:intermediate", k, s, 2, "ddp_cpu")
+    one = launch.launch_command("xfer_utils.phases.runs:intermediate", k, s, 1)
+    assert one[1:3] == ["-m", "xfer_utils.phases.launch"]
+    ddp = launch.launch_command("xfer_utils.phases.runs:intermediate", k, s, 2, "ddp_cpu")
     assert ddp[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
     assert ddp[ddp.index("--config_file") + 1] == str(launch.CONFIG_DIR / "ddp_cpu.yaml")
-    assert ddp[-6:] == ["--phase", "xfer_utils.runs:intermediate", "--kwargs", str(k), "--summary", str(s)]
+    assert ddp[-6:] == ["--phase", "xfer_utils.phases.runs:intermediate", "--kwargs", str(k), "--summary", str(s)]
     fsdp = launch.launch_command("x:y", k, s, 4, "fsdp_full_shard", fsdp_layer="XLMRobertaXLLayer")
     assert fsdp[fsdp.index("--fsdp_transformer_layer_cls_to_wrap") + 1] == "XLMRobertaXLLayer"
     kinds = {p.stem: yaml.safe_load(p.read_text())["distributed_type"] for p in launch.CONFIG_DIR.glob("*.yaml")}
@@ -94,7 +95,7 @@ def test_strategies_the_training_code_cannot_take_yet_fail_before_compute():
             launch.run_phase("intermediate", strategy="adam8bit", model="x")
     import inspect
 
-    from xfer_utils import runs
+    from xfer_utils.phases import runs
     if "lora_rank" not in inspect.signature(runs.intermediate).parameters:
         with pytest.raises(NotImplementedError, match="lora_rank"):
             launch.run_phase("intermediate", strategy="lora", model="x")
@@ -165,7 +166,8 @@ def test_run_phase_in_process_applies_and_records_the_strategy(world, tmp_path):
 
 NODROP = '''
 """Test phase: runs.intermediate with the heads' dropout off (the encoder's is off in its config)."""
-from xfer_utils import models, runs
+from xfer_utils import models
+from xfer_utils.phases import runs
 
 _build = models.build
 
@@ -197,7 +199,7 @@ def _beside_one_process_run(launched, world, tmp_path: Path, model: Path, task: 
     with n_processes=1; same seed and batch, dropout off) trains in this process; re-raise the thread's error."""
     from transformers import AutoConfig, AutoTokenizer  # noqa: F401 - transformers' lazy imports race in threads
 
-    from xfer_utils import runs
+    from xfer_utils.phases import runs
     errors = []
 
     def guarded():

@@ -14,7 +14,7 @@ import pandas as pd
 import papermill
 import pytest
 
-from xfer_utils import plans, runner
+from xfer_utils.runner import plans, execute as runner
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

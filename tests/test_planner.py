@@ -10,7 +10,8 @@ import nbformat
 import pytest
 import yaml
 
-from xfer_utils import cli, ladder, plan_resources, plans
+from xfer_utils import cli, ladder
+from xfer_utils.runner import plan_resources, plans
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "runner"
 
@@ -138,7 +139,7 @@ def test_runner_sets_strategy_and_processes_from_resources(tmp_path):
 
 
 def test_params_yaml_records_the_strategy(tmp_path):
-    from xfer_utils import runner
+    from xfer_utils.runner import execute as runner
     p = _plan(tmp_path, {"gpus": 1, "gpu_mem": 16}, {"model": ["rembert"], "target_task": ["xnli"]})
     plan = plans.validate(plans.expand(p, tmp_path / "o"))
     run = plan.runs[0]

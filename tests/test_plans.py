@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from xfer_utils import nbparams, plans, runner
+from xfer_utils.runner import nbparams, plans, execute as runner
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "runner"
 TOY = FIX / "toy.yaml"

@@ -16,7 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from xfer_utils import data, evaluation, realtext, retrieval, runs, tasks, tiny
+from xfer_utils import data, evaluation, retrieval, tasks
+from xfer_utils.world import realtext, tiny
+from xfer_utils.phases import runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import need_data  # noqa: E402  (one definition of where the real data lives)
@@ -278,7 +280,8 @@ def test_retrieval_phase_names_the_embedding_tasks_on_a_bad_task(tmp_path):
 def test_rq_size_gains_read_both_cross_lingual_sts_variants():
     """The follow-up study (rq_size.yaml -> 51_rq_size) reads stsb_cross (target phase) and stsb_cross_cosine
     (retrieval phase) rows through the same analysis as every target: per model, the gain over no intermediate."""
-    from xfer_utils import analysis, results
+    from xfer_utils.analysis import tables as analysis
+    from xfer_utils import results
     rows = []
     for model, size_gain in (("FacebookAI/xlm-roberta-base", 4.0), ("FacebookAI/xlm-roberta-large", 2.0)):
         for task, phase in (("stsb_cross", "target"), ("stsb_cross_cosine", "retrieval")):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from xfer_utils import cli, datacheck, features, metrics, postprocess, realtext, tasks
+from xfer_utils import cli, features, metrics, postprocess, tasks
+from xfer_utils.world import datacheck, realtext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import need_data, shared_data  # noqa: E402
@@ -372,7 +373,8 @@ def test_tiny_world_on_the_real_vocabulary_learns_and_transfers(real_vocab_world
     world) goes from chance (33.3) to > 90 on English dev and transfers zero-shot far above chance."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from xfer_utils import evaluation, models, runs, train
+    from xfer_utils import evaluation, models, train
+    from xfer_utils.phases import runs
     rec = json.loads((real_vocab_world / "world.json").read_text())
     assert rec["tokenizer"]["vocab_size"] == 250002
     assert rec["tokenizer"]["sha256"]["tokenizer.json"].startswith("0b44a9d7")
@@ -409,7 +411,8 @@ def test_tiny_tokenizer_option_fails_fast(tmp_path, capsys):
 def test_token_lengths_resource_regenerates_from_the_real_text(xlmr):
     """resources/token_lengths.yaml is what `xfer token-lengths` measures: recompute the XCOPA, STS (English) and
     UD (Japanese) figures from ../shared/data and compare; the tokenizer's checksum is recorded."""
-    from xfer_utils import cost, token_lengths as TL
+    from xfer_utils.runner import cost
+    from xfer_utils.world import token_lengths as TL
     doc = TL.load()
     assert doc["tokenizer"]["vocab_size"] == 250002
     import hashlib
@@ -435,7 +438,7 @@ def test_token_lengths_resource_regenerates_from_the_real_text(xlmr):
 
 
 def test_dry_run_says_which_lengths_are_measured(tmp_path):
-    from xfer_utils import runner
+    from xfer_utils.runner import execute as runner
     lines: list[str] = []
     assert runner.run_plan(REPO_PLAN, dry_run=True, outputs=tmp_path, out=lines.append) == 0
     text = "\n".join(lines)

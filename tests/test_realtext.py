@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xfer_utils import realtext, tasks, tiny
+from xfer_utils.world import realtext, tiny
+from xfer_utils import tasks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO, shared_data  # noqa: E402
@@ -196,7 +197,7 @@ PLAN = REPO / "params" / "plans" / "smoke_real.yaml"
 
 
 def test_smoke_real_plan_validates(tmp_path):
-    from xfer_utils import plans
+    from xfer_utils.runner import plans
     plan = plans.validate(plans.expand(PLAN, tmp_path / "outputs"))
     targets = {r.params["target_task"] for r in plan.runs if r.phase == "target"}
     assert targets == {"xquad", "mlqa", "udpos", "xcopa", "stsb_multi_mt"}
@@ -211,7 +212,8 @@ def test_smoke_real_plan_validates(tmp_path):
 @needs_shared
 def test_smoke_real_plan_runs_end_to_end(tmp_path):
     """Builds .cache/real when missing, runs the plan into a temporary outputs folder, checks the rows."""
-    from xfer_utils import results, runner
+    from xfer_utils import results
+    from xfer_utils.runner import execute as runner
     realtext.ensure(REPO / ".cache" / "real", SHARED)
     out = tmp_path / "outputs"
     assert runner.run_plan(PLAN, outputs=out, out=lambda *a: None, parallel=2) == 0

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xfer_utils import cli, plans, rehearse, runner
+from xfer_utils import cli
+from xfer_utils.runner import plans, rehearse, execute as runner
 
 REPO = Path(__file__).resolve().parents[1]
 PLANS = sorted((REPO / "params" / "plans").glob("*.yaml"))

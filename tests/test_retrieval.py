@@ -321,7 +321,7 @@ def test_both_retrieval_phases_run_on_the_tiny_world(world, tmp_path):
     scores in range."""
     import json as _json
 
-    from xfer_utils import runs
+    from xfer_utils.phases import runs
     for task in ("bucc2018", "tatoeba"):
         out = runs.retrieval(str(world["tiny-xlmr-s"]), task, run_id=f"r-{task}", plan="t",
                              run_dir=str(tmp_path / task), checkpoint_dir=str(tmp_path / "ckpt"),

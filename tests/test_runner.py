@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xfer_utils import cli, cost, plans, results, runner
+from xfer_utils import cli, results
+from xfer_utils.runner import cost, plans, execute as runner
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "runner"
 TOY, TOY_FAIL = FIX / "toy.yaml", FIX / "toy_fail.yaml"

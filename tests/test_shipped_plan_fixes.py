@@ -10,7 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xfer_utils import analysis, cost, data, evaluation, metrics, models, postprocess, runner, runs, tasks, tiny
+from xfer_utils.analysis import tables as analysis
+from xfer_utils.runner import cost, execute as runner
+from xfer_utils import data, evaluation, metrics, models, postprocess, tasks
+from xfer_utils.phases import runs
+from xfer_utils.world import tiny
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xfer_utils import stats
+from xfer_utils.analysis import stats
 
 PLANTED = -1.5
 

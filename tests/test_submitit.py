@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xfer_utils import plans, results, runner
+from xfer_utils.runner import plans, execute as runner
+from xfer_utils import results
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_runner import FIX, TOY, TOY_FAIL, Lines, _no_ckpt_env  # noqa: E402,F401  (shared with test_runner)

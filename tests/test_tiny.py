@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from xfer_utils import data, tiny
+from xfer_utils import data
+from xfer_utils.world import tiny
 
 
 def test_tiny_model_round_trips_through_from_pretrained(world, tmp_path):

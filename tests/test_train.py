@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xfer_utils import evaluation, models, runs, train
+from xfer_utils import evaluation, models, train
+from xfer_utils.phases import runs
 
 # (task, chance level on its English dev set, steps). The fixture signal is a marker word (label), a cue word
 # (QA answer), a tag prefix (tagging) or a count of 'same' words (STS): learnable by a 2-layer model.

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xfer_utils import plans, runner, runs, tasks, validate
+from xfer_utils.runner import plans, execute as runner, validate
+from xfer_utils.phases import runs
+from xfer_utils import tasks
 
 REPO = Path(__file__).resolve().parents[1]
 NB = {k: str(REPO / "notebooks" / f"{v}.ipynb") for k, v in

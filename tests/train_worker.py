@@ -2,7 +2,8 @@
 import json
 import sys
 
-from xfer_utils import env, models, runs, train
+from xfer_utils.phases import env, runs
+from xfer_utils import models, train
 
 
 def main(world: str, ckpt: str, out: str) -> None:

@@ -1,23 +1,86 @@
-"""`xfer` command line. Each module that owns a command exposes `register(subparsers)`; this file only wires them,
-importing lazily so that `xfer tasks` does not pay for torch."""
+"""`xfer` command line. Each module that owns a command exposes `register(subparsers)`; this file only wires them.
+Every command's module is named by a real import inside a small function below (no module names as strings), and
+imported only when that command (or the full --help) is asked for, so that `xfer tasks` does not pay for torch."""
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import sys
 
-# module -> the subcommands it registers (for lazy import and for --help listing)
-MODULES = {
-    "xfer_utils.registry_cli": ("tasks",),
-    "xfer_utils.tiny": ("tiny",),
-    "xfer_utils.runner": ("run", "status", "collect"),
-    "xfer_utils.scoring": ("score",),
-    "xfer_utils.ladder": ("models",),
-    "xfer_utils.datacheck": ("check-data",),
-    "xfer_utils.token_lengths": ("token-lengths",),
-    "xfer_utils.gains": ("gains",),
-    "xfer_utils.rehearse": ("rehearse",),
-}
+
+def cmd_tasks(args) -> int:
+    """`xfer tasks [--json]`: print the task registry."""
+    from . import tasks
+    rows = tasks.table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'task':15} {'family':12} {'type':20} {'metric':10} {'train on':12} languages")
+    for r in rows:
+        langs = "; ".join(f"{b}: {len(v)} ({' '.join(v) if len(v) <= 8 else ' '.join(v[:8]) + ' ...'})"
+                          for b, v in r["languages"].items())
+        print(f"{r['task']:15} {r['family']:12} {r['type']:20} {r['metric']:10} {r['train_task']:12} {langs}")
+    return 0
+
+
+def _tasks(sub) -> None:
+    p = sub.add_parser("tasks", help="list every task: family, type, metric, languages")
+    p.add_argument("--json", action="store_true", help="print the full registry as JSON")
+    p.set_defaults(func=cmd_tasks)
+
+
+def _tiny(sub) -> None:
+    from .world import build
+    build.register(sub)
+
+
+def _runner(sub) -> None:
+    from .runner import execute
+    execute.register(sub)
+
+
+def _score(sub) -> None:
+    from . import scoring
+    scoring.register(sub)
+
+
+def _models(sub) -> None:
+    from . import ladder
+    ladder.register(sub)
+
+
+def _check_data(sub) -> None:
+    from .world import datacheck
+    datacheck.register(sub)
+
+
+def _token_lengths(sub) -> None:
+    from .world import token_lengths
+    token_lengths.register(sub)
+
+
+def _gains(sub) -> None:
+    from .analysis import gains
+    gains.register(sub)
+
+
+def _rehearse(sub) -> None:
+    from .runner import rehearse
+    rehearse.register(sub)
+
+
+# the subcommands each registering function adds (for lazy import and for --help listing)
+COMMANDS = (
+    (("tasks",), _tasks),
+    (("tiny",), _tiny),
+    (("run", "status", "collect"), _runner),
+    (("score",), _score),
+    (("models",), _models),
+    (("check-data",), _check_data),
+    (("token-lengths",), _token_lengths),
+    (("gains",), _gains),
+    (("rehearse",), _rehearse),
+)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -25,23 +88,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                      "zero-shot cross-lingual transfer, as a reproducible study kit.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for mod, cmds in MODULES.items():
-        if only is not None and only not in cmds:
-            continue
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:      # a command whose module is not part of this checkout yet
-                continue
-            raise
-        module.register(sub)
+    for cmds, register in COMMANDS:
+        if only is None or only in cmds:
+            register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     first = next((a for a in argv if not a.startswith("-")), None)
-    known = {c for cmds in MODULES.values() for c in cmds}
+    known = {c for cmds, _ in COMMANDS for c in cmds}
     parser = build_parser(first if first in known else None)
     args = parser.parse_args(argv)
     try:

@@ -11,7 +11,7 @@ import glob
 import os
 from pathlib import Path
 
-from . import tasks
+from . import files, tasks
 
 NORMALIZED_FIELDS = {
     "classification": ("text_a", "label"),
@@ -26,7 +26,7 @@ _PARQUET_REV = "refs/convert/parquet"
 
 
 def data_dir_from(data_dir: str | os.PathLike | None) -> Path | None:
-    d = data_dir if data_dir not in (None, "") else os.environ.get("XFER_DATA_DIR") or None
+    d = data_dir if data_dir not in (None, "") else files.env("XFER_DATA_DIR") or None
     return Path(d) if d else None
 
 
@@ -276,7 +276,7 @@ def user_path(task: tasks.Task, root: Path | None, required: bool = True) -> Pat
     environment variable names (XFER_CCG_PATH, XFER_BUCC_PATH, XFER_TATOEBA_PATH). None or an error without one."""
     if root is not None and (root / "user" / task.name).exists():
         return root / "user" / task.name
-    env = os.environ.get(task.user_path or "")
+    env = files.env(task.user_path) if task.user_path else ""
     if env:
         return Path(env)
     if not required:

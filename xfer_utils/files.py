@@ -1,5 +1,11 @@
-"""Safe writes for files that several processes may touch at once: atomic replacement through a unique temp file,
-appends that cannot lose rows, and the one-runner-per-plan lock.
+"""Where things live and how they are written: the repository and resource roots, every ``XFER_*`` environment
+variable (this is the only module that reads them), the default run and checkpoint paths, and safe writes for
+files that several processes may touch at once: atomic replacement through a unique temp file, appends that cannot
+lose rows, and the one-runner-per-plan lock.
+
+Environment variables (README "Environment variables"): ``XFER_CHECKPOINTS`` (checkpoint root), ``XFER_DATA_DIR``
+(a local dataset mirror instead of the hub), ``XFER_TINY_DIR`` (the tiny world), ``XFER_SHARED_DATA`` (real text
+for the real-text world), ``XFER_KERNEL`` (the papermill kernel), ``XFER_REHEARSAL`` (set by ``xfer rehearse``).
 
 Every atomic write of the kit goes through `atomic_write` (a fixed temp name such as `.x.tmp` makes two writers
 rename each other's half-written file away; `mkstemp` gives each writer its own). Result files are made 0644:
@@ -18,7 +24,58 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 MODE = 0o644
+
+REPO = Path(__file__).resolve().parents[1]              # notebooks and the runner work in the repository root
+RESOURCES = Path(__file__).resolve().parent / "resources"   # facts shipped as data (resources/README.md)
+ENV_VARS = ("XFER_CHECKPOINTS", "XFER_DATA_DIR", "XFER_TINY_DIR", "XFER_SHARED_DATA", "XFER_KERNEL", "XFER_REHEARSAL")
+# ... and the user-data paths the task registry names (tasks.Task.user_path: XFER_CCG_PATH, XFER_BUCC_PATH, ...)
+
+
+def env(name: str, default: str = "") -> str:
+    """The value of an ``XFER_*`` variable (``default`` when unset or empty); any other name is refused, so the
+    kit's configuration stays greppable in one place."""
+    if not name.startswith("XFER_"):
+        raise ValueError(f"files.env reads only XFER_* variables, not {name!r}; the kit's own: {', '.join(ENV_VARS)}")
+    return os.environ.get(name) or default
+
+
+def tiny_dir() -> Path:
+    """The offline tiny world: XFER_TINY_DIR, default ``<repo>/.cache/tiny``."""
+    return Path(env("XFER_TINY_DIR") or REPO / ".cache" / "tiny")
+
+
+def shared_data() -> Path | None:
+    """Real text for the real-text world: XFER_SHARED_DATA, default ``../shared/data`` beside the repo; None when
+    absent."""
+    v = env("XFER_SHARED_DATA")
+    p = Path(v) if v else REPO.parent / "shared" / "data"
+    return p if p.is_dir() else None
+
+
+def default_checkpoint_root(outputs: Path) -> Path:
+    """`<outputs>/../checkpoints` for an outputs folder named `outputs` (the notebooks' own default, so hand runs
+    and the runner's runs agree); `<outputs>_checkpoints` beside any other, so a fresh `--outputs` folder next to an
+    old one never picks up the old one's checkpoints."""
+    return outputs.parent / ("checkpoints" if outputs.name == "outputs" else f"{outputs.name}_checkpoints")
+
+
+def checkpoint_root(outputs: str | os.PathLike | None = None) -> Path:
+    """The checkpoint root: XFER_CHECKPOINTS, else :func:`default_checkpoint_root` of the outputs folder (default:
+    the repository's ``outputs/``, so a notebook run by hand and the runner agree)."""
+    return Path(env("XFER_CHECKPOINTS") or default_checkpoint_root(Path(outputs or REPO / "outputs").resolve()))
+
+
+def run_paths(phase: str, run_id: str, plan: str, run_dir: str, checkpoint_dir: str, default_id: str):
+    """(run_id, run_dir, checkpoint_dir) with the defaults a notebook uses outside the runner:
+    ``outputs/<plan>/<phase>/<run_id>`` under the repo and ``<checkpoint root>/<plan>/<run_id>``."""
+    run_id = run_id or default_id
+    run_dir = Path(run_dir or REPO / "outputs" / plan / phase / run_id)
+    checkpoint_dir = Path(checkpoint_dir or checkpoint_root() / plan / run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_id, str(run_dir), str(checkpoint_dir)
 
 
 class DiskError(OSError, ValueError):
@@ -213,3 +270,15 @@ def _steal(lock: Path, info: dict) -> None:
         with contextlib.suppress(FileExistsError):
             os.link(grave, lock)
     grave.unlink(missing_ok=True)
+
+
+def read_yaml(path: str | os.PathLike, what: str):
+    """A YAML file's content; malformed YAML fails in one sentence naming `what`, the file and the line."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:      # PyYAML counts lines from 0
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        msg = " ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+        raise ValueError(f"{what} {where}: not valid YAML ({msg}); check the indentation and the quoting "
+                         f"of that line") from None

@@ -35,7 +35,9 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-RESOURCE = Path(__file__).resolve().parent / "resources" / "models.yaml"
+from .files import RESOURCES
+
+RESOURCE = RESOURCES / "models.yaml"
 STRATEGIES = ("full", "grad_checkpointing", "adam8bit", "fsdp", "lora")
 GPU_SIZES = (16, 24, 40, 80)          # GB columns of `xfer models`
 GPU_COUNTS = (1, 4, 8)                # GPUs per run in `xfer models --plan`

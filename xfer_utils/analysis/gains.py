@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, results, scoring, stats, tasks
+from .. import metrics, results, scoring, tasks
+from . import stats
 
 N_BOOT = 1000
 LEVEL = 0.95
@@ -664,7 +665,7 @@ def _f(v) -> str:
 # ---------------------------------------------------------------- command line
 
 def _cmd_gains(args) -> int:
-    from . import plans
+    from ..runner import plans
     plan = plans.expand(args.plan, args.outputs)
     if not plan.dir.is_dir():
         raise FileNotFoundError(f"no outputs for plan {plan.name} at {plan.dir}; run `xfer run {args.plan}` first")

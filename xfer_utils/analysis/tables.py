@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import ladder, results, stats, tasks
+from .. import ladder, results, tasks
+from ..files import RESOURCES
+from . import stats
 
-RESOURCES = Path(__file__).resolve().parent / "resources"
 KINDS = ("baseline", "single", "multi-task", "mlm", "translated")
 QA_METRICS = ("exact_match", "f1")
 SPLIT_PREFERENCE = ("test", "validation")

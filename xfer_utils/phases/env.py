@@ -12,7 +12,7 @@ import platform
 import random
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from ..files import REPO, tiny_dir
 
 
 def in_colab() -> bool:
@@ -20,12 +20,8 @@ def in_colab() -> bool:
     return "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
 
 
-def tiny_dir() -> Path:
-    return Path(os.environ.get("XFER_TINY_DIR") or REPO / ".cache" / "tiny")
-
-
 def resolve_model(name: str) -> str:
-    from . import tiny, tiny_families
+    from ..world import tiny, tiny_families
     if name in tiny.MODEL_SIZES:
         return str(tiny.ensure(tiny_dir())[name])
     if name in tiny_families.NAMES:     # tiny models of the other architecture families, built on first use
@@ -35,7 +31,7 @@ def resolve_model(name: str) -> str:
 
 def resolve_data_dir(data_dir: str) -> str:
     """'' -> '' (the hub, or XFER_DATA_DIR); 'tiny' -> the tiny world's mirror; anything else: a mirror folder."""
-    from . import tiny
+    from ..world import tiny
     if data_dir == "tiny":
         return str(tiny.ensure(tiny_dir())["data"])
     if data_dir and not Path(data_dir).is_dir():
@@ -58,7 +54,7 @@ def report() -> dict:
     import torch
     import transformers
 
-    from .train import choose_precision
+    from ..train import choose_precision
     dev = "cpu"
     if torch.cuda.is_available():
         dev = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)"

@@ -6,7 +6,7 @@ strategy that needs no launcher it calls the phase in the notebook's own process
 :func:`run_distributed` starts::
 
     python -m accelerate.commands.launch --num_processes N --config_file params/accelerate/<cfg>.yaml \\
-        -m xfer_utils.launch --phase intermediate --kwargs <ckpt>/launch/kwargs.json \\
+        -m xfer_utils.phases.launch --phase intermediate --kwargs <ckpt>/launch/kwargs.json \\
         --summary <ckpt>/launch/summary.json
 
 as a subprocess of the kernel, streams its output line by line into the notebook, and returns the summary the
@@ -47,10 +47,11 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .env import REPO
+from .. import files
+from ..files import REPO
 
 CONFIG_DIR = REPO / "params" / "accelerate"
-PHASES = {"intermediate": "xfer_utils.runs:intermediate", "target": "xfer_utils.runs:target"}
+PHASES = {"intermediate": "xfer_utils.phases.runs:intermediate", "target": "xfer_utils.phases.runs:target"}
 POSITIONAL = {"intermediate": ("model", "intermediate"), "target": ("model", "target_task")}
 FSDP_MIN_PARAMS = 1_000_000_000      # without a GPU size: XLM-R XL / XXL, mT5-XL / XXL are sharded
 STRATEGIES = ("auto", "full", "grad_checkpointing", "adam8bit", "fsdp", "lora")
@@ -97,7 +98,7 @@ def resolve_strategy(strategy: str, model: str, n_processes: int = 1, gpu_gb: fl
                      n_gpus: int | None = None) -> str:
     """`auto` -> the ladder planner's choice for `model` on this machine's GPUs (or `gpu_gb` x `n_gpus`);
     `full` on CPU and for models outside the ladder. Anything else is checked and returned."""
-    from . import ladder
+    from .. import ladder
     if strategy != "auto":
         strategy_options(strategy)
         if strategy == "fsdp" and n_processes < 2:
@@ -119,7 +120,7 @@ def resolve_strategy(strategy: str, model: str, n_processes: int = 1, gpu_gb: fl
 def choose_config(model: str, n_processes: int, strategy: str | None = None, gpu_gb: float | None = None,
                   cuda: bool | None = None) -> str:
     """Name of the accelerate config (params/accelerate/<name>.yaml) for a multi-process run of `model`."""
-    from . import ladder
+    from .. import ladder
     if cuda is None:
         import torch
         cuda = torch.cuda.is_available()
@@ -213,7 +214,7 @@ def phase_function(phase: str):
 
 def _check_supported(phase: str, options: dict) -> None:
     """Fail before any compute when the phase / TrainConfig cannot take a strategy's options yet."""
-    from . import train
+    from .. import train
     fields = train.TrainConfig.__dataclass_fields__
     for k in options:
         if k == "lora_rank":
@@ -235,7 +236,7 @@ def run_phase(phase: str, *, strategy: str = "auto", n_processes: int = 1, confi
     n_processes = max(1, int(n_processes))
     chosen = resolve_strategy(strategy, model, n_processes)
     options = strategy_options(chosen)
-    if options.get("optimizer") == "adamw8bit" and os.environ.get("XFER_REHEARSAL") and not gpu_info()[1]:
+    if options.get("optimizer") == "adamw8bit" and files.env("XFER_REHEARSAL") and not gpu_info()[1]:
         # `xfer rehearse` on a CPU: bitsandbytes' 8-bit AdamW needs a GPU; the rest of the strategy runs as planned
         options = {**options, "optimizer": "adamw"}
         log("rehearsal on CPU: 8-bit AdamW (bitsandbytes) needs a GPU; AdamW substitutes for it in this run")
@@ -266,7 +267,7 @@ def run_phase(phase: str, *, strategy: str = "auto", n_processes: int = 1, confi
 
 def launch_command(phase: str, kwargs_file: Path, summary_file: Path, n_processes: int,
                    config: str | None = None, fsdp_layer: str | None = None) -> list[str]:
-    child = ["-m", "xfer_utils.launch", "--phase", phase, "--kwargs", str(kwargs_file), "--summary",
+    child = ["-m", "xfer_utils.phases.launch", "--phase", phase, "--kwargs", str(kwargs_file), "--summary",
              str(summary_file)]
     if n_processes <= 1 and not config:
         return [sys.executable, *child]
@@ -295,7 +296,7 @@ def run_distributed(phase: str, kwargs: dict, n_processes: int, config: str | No
     fsdp_layer = None
     if config and is_fsdp_config(config):
         fsdp_layer = layer_class(str(kwargs.get("init_from") or kwargs["model"]))
-        if not gpu_info()[1] and os.environ.get("XFER_REHEARSAL"):
+        if not gpu_info()[1] and files.env("XFER_REHEARSAL"):
             log("rehearsal on CPU: FSDP2 shards over CPU processes (gloo), as on GPUs (launch._fsdp_on_cpu)")
         elif not gpu_info()[1]:
             log("note: accelerate shards with FSDP only on GPUs; on this machine the processes train full "
@@ -399,7 +400,7 @@ def _install_child_shims(state) -> None:
     import accelerate
     import torch
 
-    from . import models
+    from .. import models
 
     base = accelerate.Accelerator
     if not getattr(base, "_xfer_shim", False):
@@ -427,7 +428,7 @@ def _install_child_shims(state) -> None:
         acc = _CHILD.get("accelerator")
         full = None
         if acc is not None and acc.distributed_type.name == "FSDP":
-            from . import train
+            from .. import train
             full = train.model_state(_CHILD["model"], fsdp=True)  # collective: every rank takes part
         state.wait_for_everyone()
         if state.is_main_process:
@@ -464,7 +465,7 @@ def _fsdp_on_cpu() -> None:
 
 
 def _child_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m xfer_utils.launch",
+    ap = argparse.ArgumentParser(prog="python -m xfer_utils.phases.launch",
                                  description="one rank of a launched training phase (started by run_distributed)")
     ap.add_argument("--phase", required=True, help="intermediate | target | module:function")
     ap.add_argument("--kwargs", required=True, help="JSON file of the phase function's keyword arguments")
@@ -473,9 +474,10 @@ def _child_main(argv: list[str] | None = None) -> int:
     import torch
     from accelerate import PartialState
 
-    from . import env, results
+    from . import env
+    from .. import results
     kwargs = json.loads(Path(args.kwargs).read_text(encoding="utf-8"))
-    if (os.environ.get("XFER_REHEARSAL") and os.environ.get("ACCELERATE_USE_FSDP") == "true"
+    if (files.env("XFER_REHEARSAL") and os.environ.get("ACCELERATE_USE_FSDP") == "true"
             and not torch.cuda.is_available()):
         _fsdp_on_cpu()
     state = PartialState(cpu=not torch.cuda.is_available())     # first: it pins this rank's GPU

@@ -14,8 +14,9 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from . import data, evaluation, features, models, results, tasks, train, validate
-from . import identity as ident
+from .. import data, evaluation, features, models, results, tasks, train
+from ..runner import validate
+from .. import identity as ident
 
 MLM = "mlm"
 MULTITASK = "multitask"   # label for the paper's multi-task setup: the nine intermediate tasks, one head each
@@ -24,18 +25,6 @@ MULTITASK = "multitask"   # label for the paper's multi-task setup: the nine int
 def alias(model: str) -> str:
     """Readable, filesystem-safe short name of a model: 'FacebookAI/xlm-roberta-large' -> 'xlm-roberta-large'."""
     return Path(model.rstrip("/")).name.lower().replace("/", "-") or "model"
-
-
-def run_paths(phase: str, run_id: str, plan: str, run_dir: str, checkpoint_dir: str, default_id: str):
-    """(run_id, run_dir, checkpoint_dir) with the defaults a notebook uses outside the runner:
-    outputs/<plan>/<phase>/<run_id> and checkpoints/<plan>/<run_id> under the repo."""
-    from .env import REPO
-    run_id = run_id or default_id
-    run_dir = Path(run_dir or REPO / "outputs" / plan / phase / run_id)
-    checkpoint_dir = Path(checkpoint_dir or Path(os.environ.get("XFER_CHECKPOINTS") or REPO / "checkpoints")
-                          / plan / run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_id, str(run_dir), str(checkpoint_dir)
 
 
 def overrides(**kw) -> dict:
@@ -101,7 +90,7 @@ def _heads(tds: list[train.TaskData], tokenizer) -> dict[str, tuple[str, int]]:
 
 def _tokenizer(name: str):
     from transformers import AutoTokenizer
-    ident.check_model(name)          # offline and unknown: fail now, not after a minute of hub retries
+    validate.check_model_available(name)          # offline and unknown: fail now, not after a minute of hub retries
     return AutoTokenizer.from_pretrained(name)
 
 
@@ -134,7 +123,7 @@ def _save_encoder(net, tokenizer, out, lora_rank: int, digest: str = "", **info)
 def _strategy_lr(hp: dict, train_kw: dict, strategy: str, lora_rank: int) -> str:
     """The memory strategy of a training phase ('' -> derived from lora_rank) and its learning rate in `hp`: an
     explicit `lr` wins, else the strategy's default (ladder.strategy_lr: LoRA's own, the task's for the rest)."""
-    from . import ladder
+    from .. import ladder
     strategy = strategy or ("lora" if lora_rank > 0 else "full")
     if "lr" not in train_kw:
         hp["lr"] = ladder.strategy_lr(strategy, hp["lr"])
@@ -293,8 +282,8 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
     Also the embedding tasks (tasks.EMBEDDING_TASKS: unsupervised cross-lingual STS, the cosine of the two
     sentences). BUCC reads the original corpora (`bucc_path`, the data_dir mirror's user/bucc2018, or XFER_BUCC_PATH);
     `bucc_proxy=True` opts in to the hub's gold-pairs-only proxy, whose rows get the split 'proxy-test'."""
-    from . import embeddings as E
-    from . import retrieval as R
+    from .. import embeddings as E
+    from .. import retrieval as R
     validate.check_run("retrieval", {"model": model, "task": task, "intermediate": intermediate, "languages": languages,
                                      "benchmark": benchmark, "bucc_path": bucc_path, "data_dir": data_dir,
                                      "bucc_proxy": bucc_proxy})
@@ -312,7 +301,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
     enc = models.load_pretrained_encoder(encoder_name)
     n_layers = getattr(enc.config, "num_hidden_layers", None) or enc.config.num_layers
     if layer < 0:   # one owner: the model ladder (XLM-R large hidden_states[14], which XTREME writes 13)
-        from . import ladder
+        from .. import ladder
         layer, rule = ladder.retrieval_layer(model_label or model, n_layers)
         log(f"retrieval layer {layer} ({rule})")
     if not 0 <= layer <= n_layers:
@@ -336,7 +325,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
             pred = R.tatoeba_search(src, tgt)
             sc = {"accuracy": _tatoeba_acc(pred)}
             split, n = "test", len(ds)
-            from . import scoring
+            from .. import scoring
             scoring.write_predictions("tatoeba", lg, [int(p) for p in pred], run_dir / "predictions")
             scoring.write_labels("tatoeba", lg, list(range(len(pred))), run_dir / "labels")   # gold: i-th target
         elif task in tasks.EMBEDDING_TASKS:
@@ -355,14 +344,14 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
 
 
 def _tatoeba_acc(pred) -> float:
-    from . import metrics
+    from .. import metrics
     return metrics.tatoeba_accuracy([int(p) for p in pred], list(range(len(pred))))
 
 
 def _sts_cosine(R, E, enc, tokenizer, task, lg, layer, data_dir, batch_size, cache, key, run_dir, max_examples):
     """Unsupervised STS on the pairs of tasks.EMBEDDING_DATA[task] (test split): cosine of the two sentences'
     embeddings, Spearman x 100 against the gold scores. Rows carry `task` (never the trained STS task's name)."""
-    from . import scoring
+    from .. import scoring
     split = "test"
     ds = data.load(task, split, lg, data_dir=data_dir or None, max_examples=max_examples if max_examples > 0 else None)
     a = E.embed(enc, tokenizer, list(ds["text_a"]), layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
@@ -378,8 +367,8 @@ def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, 
     corpora (validate.bucc_corpus: `bucc_path`, the mirror's user/bucc2018, XFER_BUCC_PATH), whole (`max_examples`
     does not apply: the distractors are the task). Only with `bucc_proxy` and no corpus: the hub's gold-pairs-only
     configs, a proxy whose rows carry the split 'proxy-test' so that they never pass for BUCC."""
-    from . import embeddings as E
-    from . import scoring
+    from .. import embeddings as E
+    from .. import scoring
     corpus_dir = validate.bucc_corpus(bucc_path, data_dir)
     if corpus_dir is None and not bucc_proxy:
         validate.check_bucc([lg], bucc_path, data_dir, bucc_proxy)   # raises: where to get the corpora

@@ -36,9 +36,11 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
+from ..files import RESOURCES
+
 EVAL_SPEEDUP = 3.0          # forward-only evaluation vs forward+backward+step training, per token
 MLM_EXAMPLES = 100_000      # default MLM co-training sequences when a plan does not cap them (assumption)
-TABLE = Path(__file__).resolve().parent / "resources" / "throughput.yaml"
+TABLE = RESOURCES / "throughput.yaml"
 
 # English training examples per task (train split).
 TRAIN_EXAMPLES = {
@@ -89,7 +91,7 @@ def _cap(n: float, cap) -> float:
 
 def default_epochs(task: str) -> float:
     try:
-        from . import tasks
+        from .. import tasks
         return float(tasks.hyperparameters(task)["epochs"])
     except (ValueError, ImportError):
         return 3.0
@@ -110,7 +112,7 @@ def eval_tokens(task: str, max_eval_examples=None, n_languages: int | None = Non
     return (n_languages or langs) * _cap(per, max_eval_examples) * tokens_per_example(t, "eval")[0]
 
 
-LENGTHS = Path(__file__).resolve().parent / "resources" / "token_lengths.yaml"
+LENGTHS = RESOURCES / "token_lengths.yaml"
 _MEASURED: dict | None = None
 _USED: list | None = None          # (task, use) lookups while `lengths_used` records them
 
@@ -170,7 +172,7 @@ def _intermediate_tasks(label) -> list[str]:
     """The training tasks of an intermediate label, read by the label grammar's one parser
     (tasks.parse_intermediate): 'multitask' = the nine paper tasks, 'mnli@de' = mnli_mt (priced as mnli),
     'a+mlm' adds MLM, 'none' = nothing. A label the grammar rejects is a KeyError naming it (cost unknown)."""
-    from . import tasks
+    from .. import tasks
     label = str(label or "")
     if label in ("", tasks.NO_INTERMEDIATE):
         return []
@@ -232,7 +234,7 @@ def throughput(model: str, gpu: str, table: dict) -> tuple[float | None, str]:
     name = model_alias(model, table)
     if name is None:
         # not in the throughput table: the model ladder (resources/models.yaml) still knows its size, so 6·N
-        from . import ladder
+        from .. import ladder
         m = ladder.lookup(model)
         g = (table.get("gpus") or {}).get(gpu)
         if m is None or g is None or not m.params_non_embedding:

@@ -50,7 +50,8 @@ from pathlib import Path
 
 import yaml
 
-from . import cost, files, plan_resources, plans, results, validate
+from . import cost, plan_resources, plans, validate
+from .. import files, results
 
 DONE = "_done.json"
 RUNNING = "_running.json"            # in a run folder while a process executes it (pid, host)
@@ -140,7 +141,7 @@ def execute_local(plan: plans.Plan, run: plans.Run) -> None:
         log.flush()
         papermill.execute_notebook(
             str(run.notebook), str(run.run_dir / "notebook.ipynb"), parameters=run.passed, cwd=str(plan.root),
-            kernel_name=os.environ.get("XFER_KERNEL", "python3"), progress_bar=False, log_output=False,
+            kernel_name=files.env("XFER_KERNEL", "python3"), progress_bar=False, log_output=False,
             stdout_file=log, stderr_file=log, request_save_on_cell_execute=True)
 
 

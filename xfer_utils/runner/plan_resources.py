@@ -93,7 +93,7 @@ def load_site(path: str | os.PathLike | None) -> dict:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"resources file {p} does not exist")
-    from .plans import read_yaml
+    from ..files import read_yaml
     raw = read_yaml(p, "resources file")
     site = check_resources(raw, f"resources file {p}", extra=("phases",))
     phases = site.get("phases") or {}
@@ -109,7 +109,7 @@ def _same_model(key: str, model) -> bool:
         return False
     if key == model:
         return True
-    from . import ladder
+    from .. import ladder
     a, b = ladder.lookup(key), ladder.lookup(model)
     return a is not None and a is b
 
@@ -132,7 +132,7 @@ def plan_params(params: dict, res: dict, where: str) -> dict:
     out = {}
     gpus = int(res.get("gpus", 1) or 1)
     if res.get("gpu_mem") and "strategy" not in params and isinstance(params.get("model"), str):
-        from . import ladder
+        from .. import ladder
         m = ladder.lookup(params["model"])
         if m is not None:
             p = ladder.plan_strategy(m, float(res["gpu_mem"]), gpus)

@@ -31,7 +31,7 @@ A plan is a YAML file (``params/plans/*.yaml``)::
 A phase without ``grid`` is a single run whose id is the phase name.
 
 **Resources** (optional ``resources:`` blocks, top level and per phase; a site file on top): see
-:mod:`xfer_utils.plan_resources`.
+:mod:`xfer_utils.runner.plan_resources`.
 
 **Run ids** are readable and filesystem-safe and unique over the whole plan (checkpoints live in
 ``<checkpoint_root>/<plan>/<run_id>``). Default: the run's grid values joined by ``__``: strings as they are
@@ -72,6 +72,8 @@ from pathlib import Path
 
 import yaml
 
+from .. import files
+from ..files import read_yaml
 from .nbparams import interface, type_ok
 from .plan_resources import check_resources, plan_params, run_resources
 
@@ -158,18 +160,6 @@ def find_root(start: Path) -> Path:
         if (p / "pyproject.toml").exists():
             return p
     return Path.cwd().resolve()
-
-
-def read_yaml(path: Path, what: str):
-    """A YAML file's content; malformed YAML fails in one sentence naming `what`, the file and the line."""
-    try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:      # PyYAML counts lines from 0
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        msg = " ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
-        raise ValueError(f"{what} {where}: not valid YAML ({msg}); check the indentation and the quoting "
-                         f"of that line") from None
 
 
 def load(path: str | os.PathLike, _seen: tuple = ()) -> dict:
@@ -264,7 +254,7 @@ def expand(path: str | os.PathLike, outputs: str | os.PathLike = "outputs",
     order = _phase_order(phases)
     root = find_root(path.parent)
     outputs = Path(outputs).resolve()
-    ckpt = Path(checkpoint_root or os.environ.get("XFER_CHECKPOINTS") or default_checkpoint_root(outputs)).resolve()
+    ckpt = Path(checkpoint_root or files.checkpoint_root(outputs)).resolve()
     defaults = raw.get("defaults") or {}
     plan_res = check_resources(raw.get("resources"), f"plan {name!r}")
     plan = Plan(name, str(raw.get("description") or ""), path, root, outputs, ckpt,
@@ -317,13 +307,6 @@ def expand(path: str | os.PathLike, outputs: str | os.PathLike = "outputs",
                 run.params["init_from"] = str(up.checkpoint_dir / "encoder") if up else ""
         plan.runs += runs
     return plan
-
-
-def default_checkpoint_root(outputs: Path) -> Path:
-    """`<outputs>/../checkpoints` for an outputs folder named `outputs` (the notebooks' own default, so hand runs
-    and the runner's runs agree); `<outputs>_checkpoints` beside any other, so a fresh `--outputs` folder next to an
-    old one never picks up the old one's checkpoints."""
-    return outputs.parent / ("checkpoints" if outputs.name == "outputs" else f"{outputs.name}_checkpoints")
 
 
 def _needs(block: dict) -> str | None:

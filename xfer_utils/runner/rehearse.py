@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import plans, runner
+from . import plans, execute as runner
 
 REHEARSAL = "rehearsal"            # <outputs>/rehearsal/<plan>/
 CKPT = "_checkpoints"              # <outputs>/rehearsal/_checkpoints/<plan>/<run_id> (no plan name starts with _)
@@ -62,7 +62,7 @@ def _tiny_model(model: str) -> str:
     (tiny_families.tiny_for: BERT with token type ids, DeBERTa-v2, RemBERT, mT5 encoder, XLM-R XL, XLM-R). A model
     outside the ladder (a local checkpoint folder) has no known family: it is rehearsed on the tiny XLM-R, and the
     rehearsal says so once."""
-    from . import tiny, tiny_families
+    from ..world import tiny, tiny_families
     try:
         return tiny_families.tiny_for(model)
     except ValueError:
@@ -75,13 +75,14 @@ def _tiny_model(model: str) -> str:
 
 def _depth(model: str) -> int | None:
     """Transformer layers of a model: the ladder's figure for hub ids, the config for tiny/local models."""
-    from . import ladder, tiny
+    from .. import ladder
+    from ..world import tiny
     m = ladder.lookup(model)
     if m is not None:
         return int(m.layers)
     if model in tiny.MODEL_SIZES:
         return int(tiny.MODEL_SIZES[model]["num_hidden_layers"])
-    from . import tiny_families
+    from ..world import tiny_families
     if model in tiny_families.NAMES:
         return int(tiny_families.SHAPE["layers"])
     cfg = Path(model) / "config.json"
@@ -230,7 +231,8 @@ def _failure_line(plan: plans.Plan, run: plans.Run, since: float) -> str | None:
 
 def _family_models(plan_path, resources) -> list[str]:
     """The tiny models of other families that the plan's rehearsal will use."""
-    from . import plan_resources, tiny_families
+    from . import plan_resources
+    from ..world import tiny_families
     plan = plans.expand(plan_path, "outputs", site=plan_resources.load_site(resources))
     names = set()
     for r in plan.runs:
@@ -260,12 +262,13 @@ def rehearse(plan_path, use_cover: bool = False, parallel: int = 1, outputs="out
         return plan
 
     t0 = time.time()
-    from . import env, tiny
+    from .. import files
+    from ..world import tiny
     # Built here, once: with --parallel the first kernels would otherwise each start building it in one folder.
-    tiny.ensure(env.tiny_dir())
-    from . import tiny_families
+    tiny.ensure(files.tiny_dir())
+    from ..world import tiny_families
     for name in _family_models(plan_path, resources):   # the other families' tiny models, for the same reason
-        tiny_families.ensure(name, env.tiny_dir())
+        tiny_families.ensure(name, files.tiny_dir())
     with _env(XFER_REHEARSAL="1"):
         rc = runner.run_plan(plan_path, only=only, outputs=rroot, parallel=parallel, resources=resources,
                              out=out, transform=fn)

@@ -19,10 +19,11 @@ ValueError: intermediate 'mnli@xx': task 'mnli_mt' has no language 'xx'; valid l
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from . import tasks
+from .. import tasks
 
 KINDS = ("intermediate", "target", "retrieval")
 NOTEBOOK_KINDS = {"10_intermediate": "intermediate", "20_target": "target", "30_retrieval": "retrieval"}
@@ -75,7 +76,7 @@ def check_languages(task: str, languages) -> None:
 
 
 def _tiny_names() -> set[str]:
-    from . import tiny, tiny_families
+    from ..world import tiny, tiny_families
     return set(tiny.MODEL_SIZES) | set(tiny_families.NAMES)
 
 
@@ -86,7 +87,7 @@ NO_MASK_TOKEN_FAMILIES = ("mt5-encoder",)
 def check_mlm_model(model) -> None:
     """'+mlm' needs a tokenizer with a mask token (features.require_mask_token says the same at run time): refuse
     the ladder's mT5 encoders (and their tiny stand-in) at plan time, before any run of the plan starts."""
-    from . import ladder
+    from .. import ladder
     m = ladder.lookup(model) if isinstance(model, str) else None
     if model == "tiny-mt5" or (m is not None and m.family in NO_MASK_TOKEN_FAMILIES):
         raise ValueError(f"MLM co-training ('+mlm') needs a tokenizer with a mask token and {model} (an mT5 "
@@ -96,10 +97,10 @@ def check_mlm_model(model) -> None:
 
 def check_model(name, what: str = "model") -> None:
     """A hub id (org/name), a model of the ladder or the tiny world (by name), or an existing folder."""
-    from . import ladder
+    from .. import ladder
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{what} is empty; give a hub id (org/name), a ladder or tiny model name, or a folder")
-    from .env import REPO   # notebooks and the runner work in the repo root: relative folders are read there
+    from ..files import REPO   # notebooks and the runner work in the repo root: relative folders are read there
     if name in _tiny_names() or Path(name).expanduser().is_dir() or (REPO / name).is_dir():
         return
     if "/" not in name and ladder.lookup(name) is not None:
@@ -118,9 +119,9 @@ def bucc_corpus(bucc_path: str = "", data_dir="") -> Path | None:
     if bucc_path:
         return Path(bucc_path)
     if data_dir == "tiny":
-        from .env import tiny_dir
+        from ..files import tiny_dir
         return tiny_dir() / "data" / "user" / "bucc2018"
-    from . import data
+    from .. import data
     return data.user_path(tasks.get("bucc2018"), data.data_dir_from(data_dir), required=False)
 
 
@@ -151,7 +152,7 @@ USER_FILES = {"ccg": ("train.tsv", "dev.tsv", "test.tsv")}
 def check_user_corpus(task: str, data_dir="", languages=()) -> None:
     """Data that is not on the hub (CCGbank; LASER Tatoeba files for the XTREME-R extras) must be where data.load
     will look: the data_dir mirror's user/<task>, else the task's environment variable."""
-    from . import data
+    from .. import data
     t = tasks.get(task)
     if task == "tatoeba":
         extra = [lg for lg in languages if (t.source_for(lg) or t.source).hub_id == "user"]
@@ -174,7 +175,7 @@ def check_user_corpus(task: str, data_dir="", languages=()) -> None:
 def check_mlm_text(source, data_dir="") -> None:
     """MLM co-training text (data.mlm_text): 'wikipedia' (the hub, or a mirror holding it), a folder of <lang>.txt
     files, or '' / 'tiny' for the data_dir mirror's own user/mlm."""
-    from .env import REPO
+    from ..files import REPO
     if source == "wikipedia" or (source in ("", "tiny") and data_dir):
         return
     if source not in ("", "tiny") and (Path(source).is_dir() or (REPO / source).is_dir()):
@@ -248,3 +249,47 @@ def check_plan(plan, runs=None, corpora: bool = True) -> None:
         more = f" (and {len(errors) - 1} more run{'s' * (len(errors) > 2)} with bad values)" if len(errors) > 1 else ""
         raise ValueError(errors[0] + more + "; nothing was run")
 
+
+# ---------------------------------------------------------------- at run time: is the model reachable at all?
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def local_models() -> list[str]:
+    """Model names usable without the network: the tiny world's and those in the Hugging Face cache."""
+    from ..world import tiny
+    names = list(tiny.MODEL_SIZES)
+    try:
+        from huggingface_hub import scan_cache_dir
+        names += sorted(r.repo_id for r in scan_cache_dir().repos if r.repo_type == "model")
+    except Exception:   # noqa: BLE001 - no cache folder yet, or an unreadable one: nothing cached to offer
+        pass
+    return names
+
+
+def check_model_available(name: str) -> None:
+    """A model that is neither a folder nor cached, with the hub unreachable (HF_HUB_OFFLINE, or no connection
+    within 3 s), fails at once naming the local models; otherwise the hub client would retry for about a minute."""
+    if not name or Path(name).exists():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return
+    except Exception:   # noqa: BLE001 - not a valid repo id: the hub client's own message follows
+        return
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+                  for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if not offline and _hub_reachable():
+        return
+    raise ValueError(f"model {name!r} is neither a local folder nor in the Hugging Face cache, and the hub is "
+                     f"{'switched off (HF_HUB_OFFLINE)' if offline else 'unreachable'}; local models: "
+                     f"{', '.join(local_models())} (`xfer models` lists the ladder with sizes)")

@@ -54,7 +54,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from . import tasks, tiny
+from .. import tasks
+from . import tiny
 
 DEFAULT_PRETRAIN_STEPS = 600          # per model: 16-45 s for tiny-xlmr-s, 43-95 s for tiny-xlmr-m on one shared core
 DEFAULT_PRETRAIN_LR = 1e-3
@@ -76,11 +77,9 @@ XTREME = "google/xtreme"
 
 
 def default_source() -> Path | None:
-    """../shared/data beside the repo (or $XFER_SHARED_DATA); None when absent."""
-    from .env import REPO
-    env = os.environ.get("XFER_SHARED_DATA")
-    p = Path(env) if env else REPO.parent / "shared" / "data"
-    return p if p.is_dir() else None
+    """../shared/data beside the repo (or $XFER_SHARED_DATA); None when absent (files.shared_data)."""
+    from .. import files
+    return files.shared_data()
 
 
 # ---------------------------------------------------------------- readers (one per source format)
@@ -464,8 +463,8 @@ def _pretrain(model_dir, texts, steps, seed, batch_size, lr, max_length, log) ->
     import torch
     from transformers import AutoTokenizer, XLMRobertaForMaskedLM
 
-    from . import features as F
-    from .train import length_grouped
+    from .. import features as F
+    from ..train import length_grouped
     model_dir = Path(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = XLMRobertaForMaskedLM.from_pretrained(model_dir)
@@ -521,7 +520,7 @@ def _tatoeba_accuracy(model_dir, data_root, languages, max_examples, layer, batc
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from . import embeddings, retrieval
+    from .. import embeddings, retrieval
     tok = AutoTokenizer.from_pretrained(model_dir)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()   # the MLM head in the checkpoint is expected to be unused here
@@ -532,7 +531,7 @@ def _tatoeba_accuracy(model_dir, data_root, languages, max_examples, layer, batc
     enc.eval()
     n = enc.config.num_hidden_layers
     if layer < 0:   # the model ladder owns the default (ladder.retrieval_layer), as in runs.retrieval
-        from . import ladder
+        from .. import ladder
         layer = ladder.retrieval_layer(str(model_dir), n)[0]
     folder = Path(data_root) / "user" / "tatoeba"
     langs = languages or [lg for lg in tasks.all_languages("tatoeba")

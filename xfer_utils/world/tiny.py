@@ -24,7 +24,7 @@ import random
 import shutil
 from pathlib import Path
 
-from . import tasks
+from .. import tasks
 
 MODEL_SIZES = {  # name -> XLMRobertaConfig overrides; two sizes so the model-size study runs offline
     "tiny-xlmr-s": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
@@ -614,33 +614,3 @@ def ensure(root: str | Path, seed: int = 0) -> dict[str, Path]:
     if not (root / "world.json").exists() or any(not (root / "data" / p).exists() for p in REQUIRED):
         return build(root, seed=seed)     # a world built before these fixtures existed is rebuilt once
     return {"data": root / "data", **{n: root / "models" / n for n in MODEL_SIZES}}
-
-
-def cmd_tiny(args) -> int:
-    import time
-    if args.text_from and args.tokenizer:
-        raise ValueError("--tokenizer and --text-from cannot be combined yet: the real-text world trains its own "
-                         "tokenizer; use one of them")
-    if args.text_from:   # the world built from real multilingual text (issue 9): xfer_utils/realtext.py
-        from . import realtext
-        return realtext.cli_build(args.dir, args.text_from, seed=args.seed, pretrain_steps=args.pretrain_steps)
-    t0 = time.time()
-    paths = build(args.dir, seed=args.seed, tokenizer=args.tokenizer)
-    for k, v in paths.items():
-        print(f"{k:12} {v}")
-    print(f"built the tiny world in {time.time() - t0:.1f}s")
-    return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("tiny", help="build the offline tiny world (model + dataset mirror)")
-    p.add_argument("dir", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--text-from", metavar="PATH", help="build from real text in a folder laid out like "
-                   "../shared/data (xquad/, udpos/, tatoeba/, xcopa/, stsb_multi_mt/; see README)")
-    p.add_argument("--tokenizer", metavar="PATH", default=None,
-                   help="build the tiny models on this tokenizer folder (e.g. ../shared/data/xlmr_tokenizer, XLM-R's "
-                   "own 250,002-id vocabulary) instead of one trained on the mirror")
-    p.add_argument("--pretrain-steps", type=int, default=None, metavar="N",
-                   help="with --text-from: multilingual MLM steps for the tiny encoders (default: a couple of minutes)")
-    p.set_defaults(func=cmd_tiny)

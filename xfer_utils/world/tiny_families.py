@@ -67,7 +67,8 @@ def tiny_for(model: str) -> str:
     >>> tiny_for("google/mt5-xl"), tiny_for("microsoft/mdeberta-v3-base"), tiny_for("tiny-xlmr-m")
     ('tiny-mt5', 'tiny-deberta', 'tiny-xlmr-m')
     """
-    from . import ladder, tiny
+    from .. import ladder
+    from . import tiny
     key = str(model).strip().rstrip("/\\")
     if key in NAMES or key in tiny.MODEL_SIZES:
         return key
@@ -86,10 +87,11 @@ def tiny_for(model: str) -> str:
 def ensure(name: str, root: str | Path | None = None) -> Path:
     """The folder of tiny family model `name`, built on first use (the tiny XLM-R world too, if missing). Safe when
     several processes ask at once: each builds in a temporary folder and the first to finish renames it in place."""
-    from . import env, tiny
+    from .. import files
+    from . import tiny
     if name not in NAMES:
         raise ValueError(f"unknown tiny family model {name!r}; valid: {', '.join(NAMES)}")
-    root = Path(root) if root is not None else env.tiny_dir()
+    root = Path(root) if root is not None else files.tiny_dir()
     out = root / "models" / name
     if (out / "config.json").exists():
         return out
