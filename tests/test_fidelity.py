@@ -178,7 +178,7 @@ def test_each_strategy_has_its_default_lr_and_rows_record_it(world, tmp_path):
     rows = results.read_rows(tmp_path / "run" / "metrics.jsonl")
     assert rows and all(r["strategy"] == "full" and r["lr"] == pytest.approx(1e-5) for r in rows)
     from xfer_utils.phases import launch                      # the notebooks' path: run_phase hands its strategy on
-    launch.run_phase("target", strategy="grad_checkpointing", model=str(world["tiny-xlmr-s"]), target_task="xnli",
+    launch.run_phase(runs.target, strategy="grad_checkpointing", model=str(world["tiny-xlmr-s"]), target_task="xnli",
                      run_id="g", plan="test", run_dir=str(tmp_path / "g"), checkpoint_dir=str(tmp_path / "gc"),
                      data_dir=str(world["data"]), max_train_examples=16, max_eval_examples=4, max_steps=1,
                      eval_every=1, checkpoint_every=0, eval_examples=4, batch_size=8, languages=["de"],

@@ -32,6 +32,16 @@ _orig_build = models.build
 
 # ---- fast ----
 
+def test_a_phase_is_named_by_its_function_not_a_table():
+    from xfer_utils.phases import runs
+    assert launch.phase_spec(runs.intermediate) == "xfer_utils.phases.runs:intermediate"
+    assert launch.phase_function(launch.phase_spec(runs.target)) is runs.target
+    with pytest.raises(ValueError, match="phase function"):
+        launch.phase_spec("intermediate")          # the old string names are gone, and say what to pass instead
+    with pytest.raises(ValueError, match="'target_task'"):
+        launch.run_distributed(runs.target, {"model": "x"}, 2)   # a required argument is missing: before launching
+
+
 def test_launch_command_and_configs(tmp_path):
     import yaml
     k, s = tmp_path / "k.json", tmp_path / "s.json"
@@ -89,16 +99,16 @@ def test_strategies_and_their_options():
 
 
 def test_strategies_the_training_code_cannot_take_yet_fail_before_compute():
+    from xfer_utils.phases import runs
     fields = train.TrainConfig.__dataclass_fields__
     if "optimizer" not in fields:
         with pytest.raises(NotImplementedError, match="optimizer"):
-            launch.run_phase("intermediate", strategy="adam8bit", model="x")
+            launch.run_phase(runs.intermediate, strategy="adam8bit", model="x")
     import inspect
 
-    from xfer_utils.phases import runs
     if "lora_rank" not in inspect.signature(runs.intermediate).parameters:
         with pytest.raises(NotImplementedError, match="lora_rank"):
-            launch.run_phase("intermediate", strategy="lora", model="x")
+            launch.run_phase(runs.intermediate, strategy="lora", model="x")
 
 
 # ---- on the tiny model ----
@@ -157,7 +167,7 @@ def test_run_phase_in_process_applies_and_records_the_strategy(world, tmp_path):
     kw = _phase_kwargs(world, tmp_path, str(world["tiny-xlmr-s"]), 1, "mnli")
     kw["max_steps"] = 2
     lines = []
-    summary = launch.run_phase("intermediate", strategy="grad_checkpointing", n_processes=1, log=lines.append, **kw)
+    summary = launch.run_phase(runs.intermediate, strategy="grad_checkpointing", n_processes=1, log=lines.append, **kw)
     assert summary["strategy"]["strategy"] == "grad_checkpointing" and summary["strategy"]["n_processes"] == 1
     assert summary["config"]["gradient_checkpointing"] is True
     assert (Path(kw["checkpoint_dir"]) / "encoder" / "config.json").exists()

@@ -6,7 +6,7 @@ strategy that needs no launcher it calls the phase in the notebook's own process
 :func:`run_distributed` starts::
 
     python -m accelerate.commands.launch --num_processes N --config_file params/accelerate/<cfg>.yaml \\
-        -m xfer_utils.phases.launch --phase intermediate --kwargs <ckpt>/launch/kwargs.json \\
+        -m xfer_utils.phases.launch --phase xfer_utils.phases.runs:intermediate --kwargs <ckpt>/launch/kwargs.json \\
         --summary <ckpt>/launch/summary.json
 
 as a subprocess of the kernel, streams its output line by line into the notebook, and returns the summary the
@@ -51,8 +51,6 @@ from .. import files
 from ..files import REPO
 
 CONFIG_DIR = REPO / "params" / "accelerate"
-PHASES = {"intermediate": "xfer_utils.phases.runs:intermediate", "target": "xfer_utils.phases.runs:target"}
-POSITIONAL = {"intermediate": ("model", "intermediate"), "target": ("model", "target_task")}
 FSDP_MIN_PARAMS = 1_000_000_000      # without a GPU size: XLM-R XL / XXL, mT5-XL / XXL are sharded
 STRATEGIES = ("auto", "full", "grad_checkpointing", "adam8bit", "fsdp", "lora")
 LORA_RANK, LORA_ALPHA = 16, 32
@@ -203,16 +201,26 @@ def trainable_parameters(net) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------- what the notebooks call
-def phase_function(phase: str):
-    """'intermediate' | 'target' | 'package.module:function' -> the callable."""
-    spec = PHASES.get(phase, phase)
-    if ":" not in spec:
-        raise ValueError(f"unknown phase {phase!r}; valid phases: {', '.join(PHASES)} (or 'module:function')")
-    mod, _, name = spec.partition(":")
+def phase_spec(phase) -> str:
+    """The 'package.module:function' a launched process imports: derived from the function the notebook passed
+    (runs.intermediate, runs.target), or such a string already (a test's phase module)."""
+    if callable(phase):
+        return f"{phase.__module__}:{phase.__qualname__}"
+    if not isinstance(phase, str) or ":" not in phase:
+        raise ValueError(f"phase {phase!r} is neither a phase function (e.g. runs.intermediate, runs.target) nor "
+                         f"a 'package.module:function' string")
+    return phase
+
+
+def phase_function(phase):
+    """A phase function, or the one a 'package.module:function' string names (in the launched process)."""
+    if callable(phase):
+        return phase
+    mod, _, name = phase_spec(phase).partition(":")
     return getattr(importlib.import_module(mod), name)
 
 
-def _check_supported(phase: str, options: dict) -> None:
+def _check_supported(phase, options: dict) -> None:
     """Fail before any compute when the phase / TrainConfig cannot take a strategy's options yet."""
     from .. import train
     fields = train.TrainConfig.__dataclass_fields__
@@ -220,7 +228,8 @@ def _check_supported(phase: str, options: dict) -> None:
         if k == "lora_rank":
             params = inspect.signature(phase_function(phase)).parameters
             if "lora_rank" not in params:
-                raise NotImplementedError(f"strategy 'lora' needs the phase function {phase!r} to take `lora_rank` "
+                raise NotImplementedError(f"strategy 'lora' needs the phase function {phase_spec(phase)!r} to take "
+                                          f"`lora_rank` "
                                           f"(wrap with launch.add_lora after models.build, launch.merge_lora before "
                                           f"models.save_encoder); this version does not: choose another strategy")
         elif k not in fields:
@@ -228,9 +237,10 @@ def _check_supported(phase: str, options: dict) -> None:
                                       f"not have: choose another strategy")
 
 
-def run_phase(phase: str, *, strategy: str = "auto", n_processes: int = 1, config: str = "", log=print,
+def run_phase(phase, *, strategy: str = "auto", n_processes: int = 1, config: str = "", log=print,
               env: dict | None = None, **kwargs) -> dict:
-    """Run a training phase with a memory strategy and `n_processes` processes; returns the phase's summary with
+    """Run a training phase (the function itself: runs.intermediate, runs.target) with a memory strategy and
+    `n_processes` processes; returns the phase's summary with
     a `strategy` entry (what was applied, and how it was launched)."""
     model = str(kwargs.get("model", ""))
     n_processes = max(1, int(n_processes))
@@ -282,17 +292,19 @@ def launch_command(phase: str, kwargs_file: Path, summary_file: Path, n_processe
     return cmd + child
 
 
-def run_distributed(phase: str, kwargs: dict, n_processes: int, config: str | None = None, log=print,
+def run_distributed(phase, kwargs: dict, n_processes: int, config: str | None = None, log=print,
                     env: dict | None = None) -> dict:
     """Launch `phase` (e.g. runs.intermediate) with `accelerate launch --num_processes N [--config_file ...]` as a
     subprocess; its stdout/stderr go to `log` line by line (tqdm's carriage-return updates count as lines, at most
     one per TQDM_MININTERVAL seconds); returns the summary the main process wrote. Raises RuntimeError with the
     last lines of output when the launch fails."""
     kwargs = {k: v for k, v in kwargs.items() if k != "log"}
-    fn_name = PHASES.get(phase, phase)
-    for name in POSITIONAL.get(phase, ()):
-        if name not in kwargs:
-            raise ValueError(f"run_distributed({phase!r}) needs {name!r} among the keyword arguments")
+    fn_name = phase_spec(phase)
+    if callable(phase):              # the child calls fn(**kwargs): every parameter without a default must be there
+        for name, par in inspect.signature(phase).parameters.items():
+            if par.default is par.empty and par.kind in (par.POSITIONAL_OR_KEYWORD, par.KEYWORD_ONLY) \
+                    and name != "log" and name not in kwargs:
+                raise ValueError(f"run_distributed({fn_name!r}) needs {name!r} among the keyword arguments")
     fsdp_layer = None
     if config and is_fsdp_config(config):
         fsdp_layer = layer_class(str(kwargs.get("init_from") or kwargs["model"]))
@@ -467,7 +479,7 @@ def _fsdp_on_cpu() -> None:
 def _child_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m xfer_utils.phases.launch",
                                  description="one rank of a launched training phase (started by run_distributed)")
-    ap.add_argument("--phase", required=True, help="intermediate | target | module:function")
+    ap.add_argument("--phase", required=True, help="the phase function as package.module:function")
     ap.add_argument("--kwargs", required=True, help="JSON file of the phase function's keyword arguments")
     ap.add_argument("--summary", required=True, help="where the main process writes the phase's summary (JSON)")
     args = ap.parse_args(argv)
