@@ -1,4 +1,4 @@
-"""Every architecture family of the model ladder on its tiny model (xfer_utils/tiny_families.py): each builds and
+"""Every architecture family of the model ladder on its tiny model (xfer_utils/world/tiny_families.py): each builds and
 loads by name, every head type trains, token types reach the encoders that have them (mBERT, RemBERT) and only those,
 T5 encoders mean-pool, the encoder round trip is exact, LoRA and FSDP find their modules, retrieval layers count
 right, MLM co-training works or fails in one sentence (mT5), and a non-XLM-R family learns a pair task."""

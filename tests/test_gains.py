@@ -1,4 +1,4 @@
-"""Gains with paired bootstrap intervals (xfer_utils/gains.py): a hand-computed resample, the official scorers on
+"""Gains with paired bootstrap intervals (xfer_utils/analysis/gains.py): a hand-computed resample, the official scorers on
 explicit resamples, coverage on simulated studies, seeds, real tiny runs end to end and `xfer gains`."""
 import json
 import time

@@ -143,7 +143,7 @@ def test_two_runners_started_seconds_apart(tmp_path):
     """The second `xfer run` re-executed every run the first was executing. Now it exits at once naming the
     holder; `xfer status` says 'running' (not 'interrupted'); after a kill -9 the stale lock is taken over."""
     plan_path, outputs = _sleepy_plan(tmp_path), tmp_path / "outputs"
-    code = (f"import sys; from xfer_utils import runner; "
+    code = (f"import sys; from xfer_utils.runner import execute as runner; "
             f"sys.exit(runner.run_plan({str(plan_path)!r}, outputs={str(outputs)!r}))")
     first = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)

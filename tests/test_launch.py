@@ -1,4 +1,4 @@
-"""Multi-process training under `accelerate launch` (xfer_utils/launch.py): the launch command and configs, the
+"""Multi-process training under `accelerate launch` (xfer_utils/phases/launch.py): the launch command and configs, the
 strategies' training options, LoRA wrap/merge, and - slow - a 2-process DDP run (gloo, CPU) that ends with the
 same encoder as the one-process run.
 

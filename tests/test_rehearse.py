@@ -1,4 +1,4 @@
-"""`xfer rehearse`: a plan's real structure on the tiny world (xfer_utils/rehearse.py). The transformation keeps run
+"""`xfer rehearse`: a plan's real structure on the tiny world (xfer_utils/runner/rehearse.py). The transformation keeps run
 ids, grid values and dependencies and changes only model, data and scale; the cover keeps every grid value; a
 failing run is named with its exception line and the command exits non-zero; a small plan runs end to end."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Plan-time value validation (xfer_utils/validate.py): every bad value fails in `runner.run_plan` before any
+"""Plan-time value validation (xfer_utils/runner/validate.py): every bad value fails in `runner.run_plan` before any
 notebook executes (no kernel started, no run folder created), in one sentence naming the valid choices; the phase
 functions of runs.py call the same validator at their start."""
 from __future__ import annotations

@@ -569,7 +569,7 @@ def build(root: str | os.PathLike, text_from: str | os.PathLike, seed: int = 0,
     if not (src.is_dir() and any((src / d).is_dir() for d in ("xquad", "udpos", "tatoeba", "xcopa",
                                                                 "stsb_multi_mt"))):
         raise FileNotFoundError(f"--text-from {src}: expected a folder with xquad/, udpos/, tatoeba/, xcopa/ or "
-                                f"stsb_multi_mt/ laid out like ../shared/data (see `xfer_utils/realtext.py`)")
+                                f"stsb_multi_mt/ laid out like ../shared/data (see `xfer_utils/world/realtext.py`)")
     t_start = time.time()
     if overwrite and root.exists():
         for sub in ("data", "models"):
