@@ -2,7 +2,7 @@
 takes to fine-tune each model on a given GPU (`xfer models`).
 
 Counts and shapes live in ``resources/models.yaml`` (sources per number). The memory model is a back-of-the-envelope
-estimate (../shared/reference/performance.md §1e), good enough to pick a strategy, not to promise a batch size:
+estimate (docs/architecture.md "Sources"; README "Performance"), good enough to pick a strategy, not to promise a batch size:
 
 * states: mixed-precision AdamW keeps 18 bytes per trained parameter (4 fp32 master + 2 bf16 copy + 4 grad +
   8 Adam moments); 8-bit AdamW 12 (moments in 2 bytes); FSDP shards the states over the GPUs; LoRA keeps the

@@ -1,8 +1,8 @@
 """The task registry: every intermediate and target task of the study, as data.
 
-Sources for every list and default: ../shared/reference/datasets.md (hub ids, configs, splits, schemas) and
-../shared/reference/protocol.md (§2 languages and English training tasks, §3.1 hyper-parameters from jiant,
-§6c XTREME-R). Languages and configs come from here only; notebooks never hard-code them.
+Sources for every list and default (docs/architecture.md "Sources"): the hub cards of each dataset (hub ids,
+configs, splits, schemas), the paper's protocol (languages and English training tasks), jiant's hyper-parameters,
+XTREME-R's task list. Languages and configs come from here only; notebooks never hard-code them.
 
 >>> get("xnli").train_task
 ('mnli', 'en')

@@ -19,7 +19,6 @@ from ..runner import validate
 from .. import identity as ident
 
 MLM = "mlm"
-MULTITASK = "multitask"   # label for the paper's multi-task setup: the nine intermediate tasks, one head each
 
 
 def alias(model: str) -> str:

@@ -6,10 +6,10 @@
     evaluation tokens = languages x min(eval examples per language, max_eval_examples) x mean tokens per example
 
 rate = real (non-pad) training tokens per second for (model, GPU) from ``resources/throughput.yaml`` (derived from
-../shared/reference/performance.md until the benchmark of issue 8 writes measured numbers there).
+published figures until the benchmarks write measured numbers there; docs/architecture.md "Sources").
 
-Tables (English train sizes: reference/datasets.md §3.3-3.5 and protocol.md §1, §2.1; tokens per example: XLM-R
-sentencepiece means from performance.md §2 where it gives one, otherwise rough guesses - all ESTIMATES, every
+Tables (English train sizes: the datasets' hub cards; tokens per example: XLM-R
+sentencepiece means from published measurements where it gives one, otherwise rough guesses - all ESTIMATES, every
 choice of a multiple-choice example and both sides of a pair counted). Run params read: ``intermediate``
 (the whole label grammar of tasks.parse_intermediate: ``mnli+squad`` = multi-task, ``multitask`` = the nine paper
 tasks, ``+mlm`` = MLM co-training, ``mnli@de`` counts as mnli, ``none`` = no training), ``target_task`` (retrieval:

@@ -185,13 +185,10 @@ def ud_files(text_from: Path) -> dict[str, dict[str, list[Path]]]:
 
 
 def read_tatoeba(text_from: Path, code3: str) -> tuple[list[str], list[str]]:
-    """(non-English lines, English lines) of LASER's tatoeba.<xxx>-eng.{xxx,eng}; line i translates line i."""
-    base = Path(text_from) / "tatoeba"
-    src = (base / f"tatoeba.{code3}-eng.{code3}").read_text(encoding="utf-8").splitlines()
-    tgt = (base / f"tatoeba.{code3}-eng.eng").read_text(encoding="utf-8").splitlines()
-    if len(src) != len(tgt):
-        raise ValueError(f"Tatoeba {code3}: {len(src)} lines vs {len(tgt)} English lines; the files must align")
-    return src, tgt
+    """(non-English lines, English lines) of LASER's tatoeba.<xxx>-eng.{xxx,eng} under `text_from`/tatoeba; line i
+    translates line i. The one LASER reader is retrieval.read_tatoeba."""
+    from .. import retrieval
+    return retrieval.read_tatoeba(Path(text_from) / "tatoeba", code3)
 
 
 def read_xcopa(text_from: Path, lang: str, split: str) -> list[dict]:
