@@ -35,10 +35,25 @@ def test_cost_table_is_well_formed():
     t = cost.load_table()
     assert {"a100", "h100", "l4", "t4"} <= set(t["gpus"])
     for e in t["throughput"]:
-        assert e["status"] in ("derived", "measured") and e["model"] in t["models"] and e["gpu"] in t["gpus"]
+        assert e["status"] in ("derived", "measured") and cost.model_alias(e["model"], t) and e["gpu"] in t["gpus"]
         assert e["tokens_per_s"] > 0 and e["basis"]
-    assert cost.model_alias("FacebookAI/xlm-roberta-large", t) == "xlm-roberta-large"
-    assert cost.model_alias("google-bert/bert-base-multilingual-cased", t) == "bert-base-multilingual-cased"
+    assert cost.model_alias("FacebookAI/xlm-roberta-large", t) == "xlmr-large"     # the ladder's name
+    assert cost.model_alias("google-bert/bert-base-multilingual-cased", t) == "mbert"
+    assert cost.model_alias("microsoft/infoxlm-large", t) == "infoxlm-large"        # outside the ladder
+
+
+def test_the_ladder_is_the_one_model_table():
+    """No model of the ladder is listed again in the throughput table; its size there comes from the ladder."""
+    from xfer_utils import ladder
+    t = cost.load_table()
+    for name, m in t["models"].items():
+        assert ladder.lookup(name) is None and not any(ladder.lookup(g) for g in m["match"] if "*" not in g), name
+        assert ("like" in m) != ("non_embedding_params" in m), name
+    rate, how = cost.throughput("google/mt5-xl", "a100", t)
+    assert how == "derived (6N)"
+    assert rate == pytest.approx(60e12 / (6 * ladder.get("mt5-xl").params_non_embedding))
+    # a `like` model is priced exactly as its ladder model, explicit entries included
+    assert cost.throughput("microsoft/infoxlm-large", "a100", t) == cost.throughput("xlm-roberta-large", "a100", t)
     for task in cost.TRAIN_EXAMPLES:
         assert task in cost.TOKENS_PER_EXAMPLE and task in cost.EVAL_EXAMPLES
 

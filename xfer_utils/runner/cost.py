@@ -221,37 +221,47 @@ def load_table(path: str | Path | None = None) -> dict:
 
 
 def model_alias(model: str, table: dict) -> str | None:
-    """The `models:` key of the throughput table that a model path or hub id matches (by its last component)."""
+    """The name a model path, hub id or alias is priced under: a `models:` key of the throughput table whose
+    `match` globs it fits (names outside the ladder), else its model-ladder name (ladder.lookup), else None."""
+    from .. import ladder
     short = str(model).rstrip("/").split("/")[-1].lower()
     for name, m in (table.get("models") or {}).items():
         if short == name or any(fnmatch.fnmatchcase(short, g) for g in m.get("match", [])):
             return name
-    return None
+    m = ladder.lookup(model)
+    return m.name if m is not None else None
+
+
+def _non_embedding_params(name: str, table: dict) -> float | None:
+    """N for the 6·N formula: the table's own count for a name outside the ladder, else the ladder's (via `like`)."""
+    from .. import ladder
+    entry = (table.get("models") or {}).get(name) or {}
+    if entry.get("non_embedding_params"):
+        return float(entry["non_embedding_params"])
+    m = ladder.lookup(entry.get("like") or name)
+    return float(m.params_non_embedding) if m is not None and m.params_non_embedding else None
 
 
 def throughput(model: str, gpu: str, table: dict) -> tuple[float | None, str]:
     """(real training tokens/s, status) for (model, gpu); measured entries first, then derived, then 6·N."""
     name = model_alias(model, table)
     if name is None:
-        # not in the throughput table: the model ladder (resources/models.yaml) still knows its size, so 6·N
-        from .. import ladder
-        m = ladder.lookup(model)
-        g = (table.get("gpus") or {}).get(gpu)
-        if m is None or g is None or not m.params_non_embedding:
-            return None, f"no throughput for model {model!r}"
-        return float(g["achieved_tflops"]) * 1e12 / (6.0 * float(m.params_non_embedding)), "derived (6N)"
-    entries = [e for e in table.get("throughput") or [] if e.get("model") == name and e.get("gpu") == gpu]
+        return None, f"no throughput for model {model!r}"
+    like = ((table.get("models") or {}).get(name) or {}).get("like")
+    keys = {name} | ({model_alias(like, table)} if like else set())
+    entries = [e for e in table.get("throughput") or []
+               if e.get("gpu") == gpu and model_alias(str(e.get("model")), table) in keys]
     for want in ("measured", "derived"):
         for e in entries:
             if e.get("status") == want:
                 return float(e["tokens_per_s"]), want
     g = (table.get("gpus") or {}).get(gpu)
-    n = (table.get("models") or {}).get(name, {}).get("non_embedding_params")
+    n = _non_embedding_params(name, table)
     if g is None:
         return None, f"no GPU kind {gpu!r} in the throughput table ({', '.join(table.get('gpus') or {})})"
     if not n:
         return None, f"no parameter count for model {name!r}"
-    return float(g["achieved_tflops"]) * 1e12 / (6.0 * float(n)), "derived (6N)"
+    return float(g["achieved_tflops"]) * 1e12 / (6.0 * n), "derived (6N)"
 
 
 def estimate(phase: str, params: dict, gpu: str = "a100", table: dict | None = None) -> tuple[float | None, str]:
