@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from xfer_utils.phases import launch
+from xfer_utils.phases import launch, runs
 from xfer_utils import models, train
 
 TOL = 1e-5

@@ -146,7 +146,7 @@ def full_folder(root: Path, benchmark: str, rng: random.Random) -> dict:
                 pred = [[x if rng.random() < .7 else rng.choice(t.label_names) for x in s] for s in gold]
                 scoring.write_labels(task, lg, gold, root / "l")
                 scoring.write_predictions(task, lg, pred, root / "p")
-                expected[task][lg] = metrics.tagging_scores(gold, pred, scoring.TAGGING_SCHEME[task])
+                expected[task][lg] = metrics.tagging_scores(gold, pred, metrics.TAGGING_SCHEME[task])
             elif task == "bucc2018":
                 gold = [(f"{lg}-{i}", f"en-{i}") for i in range(n)]
                 pred = [(a, b if rng.random() < .7 else "en-x") for a, b in gold]

@@ -64,24 +64,8 @@ def predictions(model, head: str, task: str, ds, tokenizer, max_length: int, bat
 
 
 def score(task: str, ds, preds, language: str = "en", label_names: list[str] | None = None) -> dict[str, float]:
-    """Metrics of `task` on the 0-100 scale, computed the way the official scorer does."""
-    t = tasks.get(task)
-    if t.type == "span_qa":
-        gold = {i: list(a["text"]) for i, a in zip(list(ds["id"]), list(ds["answers"]))}
-        if task == "mlqa":   # MLQA's own script, per-language normalisation; SQuAD v1.1's for the rest
-            return metrics.mlqa_scores(gold, preds, language)
-        if task == "squad_v2":   # unanswerable questions (empty gold) as the SQuAD v2.0 script scores them
-            return metrics.squad_v2_scores(gold, preds)
-        return metrics.squad_scores(gold, preds)
-    if t.type == "tagging":
-        names = label_names or list(t.label_names)
-        gold = [[names[x] for x in tags] for tags in list(ds["tags"])]
-        if t.metrics == ("accuracy",):   # CCG supertagging: per-word accuracy, not chunk F1
-            return {"accuracy": metrics.token_accuracy(gold, preds)}
-        return metrics.tagging_scores(gold, preds, scheme="pos0012" if task == "udpos" else "lenient")
-    if t.type == "regression":
-        return metrics.correlation_scores(preds, list(ds["label"]))
-    return {"accuracy": metrics.accuracy(preds, list(ds["label"]))}
+    """Metrics of `task` on the 0-100 scale: the one scorer (metrics.score) on the dataset's gold side."""
+    return metrics.score(task, gold_labels(task, ds, label_names), preds, language)
 
 
 def gold_labels(task: str, ds, label_names: list[str] | None = None):
@@ -96,11 +80,11 @@ def gold_labels(task: str, ds, label_names: list[str] | None = None):
 
 
 def primary(task: str, scores: dict[str, float]) -> float:
-    """The number model selection uses: XTREME's task score ((EM + F1) / 2 for QA)."""
-    t = tasks.get(task)
-    if t.type == "span_qa":
-        return (scores["exact_match"] + scores["f1"]) / 2
-    return scores[t.primary_metric]
+    """The number model selection uses: XTREME's task score (metrics.task_score: (EM + F1) / 2 for QA)."""
+    s = metrics.task_score(task, scores)
+    if s is None:
+        raise KeyError(f"{task}: no task score from metrics {sorted(scores)}")
+    return s
 
 
 def zero_shot(model, head: str, task: str, tokenizer, languages: list[str], *, run: dict, data_dir=None,

@@ -50,6 +50,7 @@ from typing import Hashable, Iterable, Mapping, Sequence
 from xfer_utils import tasks
 
 TAGGING_SCHEMES = ("lenient", "pos0012")
+TAGGING_SCHEME = {"udpos": "pos0012", "panx": "lenient"}       # per task; identical on IOB2 tags (see tagging_scores)
 MLQA_LANGS = ("en", "es", "hi", "vi", "de", "ar", "zh")
 
 
@@ -405,16 +406,53 @@ def benchmark_tasks(benchmark: str) -> list[str]:
     return out
 
 
-def _task_score(task: str, average: dict[str, float]) -> float | None:
-    # evaluate.py's avg_metric: QA (EM+F1)/2, else F1, else accuracy; other registry tasks: their primary metric
-    if tasks.get(task).type == "span_qa":
-        if "exact_match" in average and "f1" in average:
-            return (average["exact_match"] + average["f1"]) / 2
+def task_score(task: str, scores: Mapping[str, float]) -> float | None:
+    """THE task-score rule (evaluate.py's avg_metric): span QA (EM + F1) / 2; every other task its primary metric
+    (F1 for tagging and BUCC, accuracy for classification, multiple choice and Tatoeba, Spearman for STS; for
+    every registry task the same as evaluate.py's "F1, else accuracy"). None when a metric it needs is missing.
+
+    >>> task_score("xquad", {"exact_match": 40.0, "f1": 60.0}), task_score("xquad", {"f1": 60.0})
+    (50.0, None)
+    >>> task_score("panx", {"f1": 70.0, "precision": 1.0, "recall": 2.0}), task_score("stsb_multi_mt", {"spearman": 8.0})
+    (70.0, 8.0)
+    """
+    t = tasks.get(task)
+    if t.type == "span_qa":
+        if "exact_match" in scores and "f1" in scores:
+            return (scores["exact_match"] + scores["f1"]) / 2
         return None
-    for metric in ("f1", "accuracy", tasks.get(task).primary_metric):
-        if metric in average:
-            return average[metric]
-    return None
+    return scores.get(t.primary_metric)
+
+
+def score(task: str, gold, predictions, language: str = "en") -> dict[str, float]:
+    """THE scorer: {metric: value (0-100)} of one task on one language, as its official script computes it.
+    `gold` / `predictions` by task: span QA ``{id: [answers]}`` / ``{id: answer}``; tagging lists of tag
+    sequences (both); BUCC ``[(src_id, tgt_id)]`` pairs (both); Tatoeba retrieved / gold indices; regression
+    numbers; every other task labels (or label ids) compared for equality.
+
+    >>> score("xnli", ["entailment", "neutral"], ["entailment", "contradiction"])
+    {'accuracy': 50.0}
+    >>> score("ccg", [["N", "NP"]], [["N", "S"]])     # CCG supertagging: per-word accuracy, not chunk F1
+    {'accuracy': 50.0}
+    """
+    t = tasks.get(task)
+    if t.type == "span_qa":
+        if task == "mlqa":   # MLQA's own script, per-language normalisation; SQuAD v1.1's for the rest
+            return mlqa_scores(gold, predictions, language)
+        if task == "squad_v2":   # unanswerable questions (empty gold) as the SQuAD v2.0 script scores them
+            return squad_v2_scores(gold, predictions)
+        return squad_scores(gold, predictions)
+    if task == "bucc2018":                  # sets of pairs; the counts may differ
+        return bucc_scores(predictions, gold)
+    if task == "tatoeba":
+        return {"accuracy": tatoeba_accuracy(predictions, gold)}
+    if t.type == "tagging":
+        if t.metrics == ("accuracy",):
+            return {"accuracy": token_accuracy(gold, predictions)}
+        return tagging_scores(gold, predictions, scheme=TAGGING_SCHEME.get(task, "lenient"))
+    if t.type == "regression":
+        return correlation_scores(predictions, gold)
+    return {"accuracy": accuracy(predictions, gold)}
 
 
 def xtreme_aggregate(scores: Mapping[str, Mapping[str, Mapping[str, float]]], benchmark: str = "xtreme") -> dict:
@@ -449,7 +487,7 @@ def xtreme_aggregate(scores: Mapping[str, Mapping[str, Mapping[str, float]]], be
                 by_metric.setdefault(metric, []).append(value)
         average = {m: sum(v) / len(v) for m, v in by_metric.items()}
         out_tasks[task] = {"languages": {lg: dict(per_lang[lg]) for lg in present}, "average": average,
-                           "score": _task_score(task, average), "complete": len(present) == len(official)}
+                           "score": task_score(task, average), "complete": len(present) == len(official)}
 
     def done(t: str) -> bool:
         return t in out_tasks and out_tasks[t]["complete"] and out_tasks[t]["score"] is not None

@@ -35,7 +35,6 @@ from typing import Iterable, Mapping
 from xfer_utils import metrics, tasks
 
 EXT = {"span_qa": "json", "multiple_choice": "jsonl"}        # every other type: tsv
-TAGGING_SCHEME = {"udpos": "pos0012", "panx": "lenient"}       # see metrics.py: identical on IOB2 tags
 
 
 def _task(task: str):
@@ -232,7 +231,8 @@ def _read_json(path: Path):
 
 
 def score_files(task: str, lang: str, prediction_file: str | os.PathLike, label_file: str | os.PathLike) -> dict:
-    """{metric: value (0-100)} of one language's prediction file against its label file."""
+    """{metric: value (0-100)} of one language's prediction file against its label file (read per the format
+    table above, scored by metrics.score)."""
     t = _task(task)
     pf, lf = Path(prediction_file), Path(label_file)
     if t.type == "span_qa":
@@ -240,26 +240,20 @@ def score_files(task: str, lang: str, prediction_file: str | os.PathLike, label_
         if not isinstance(pred, dict):
             raise ValueError(f"{pf}: QA predictions must be a JSON object {{question id: answer}}")
         gold = metrics.squad_gold(gold)
-        return metrics.mlqa_scores(gold, pred, lang) if task == "mlqa" else metrics.squad_scores(gold, pred)
-    if task == "bucc2018":                               # sets of pairs; the counts may differ
-        return metrics.bucc_scores([p.split("\t") for p in _read_label(pf) if p],
-                                   [g.split("\t") for g in _read_label(lf) if g])
-    if t.type == "multiple_choice":
+    elif task == "bucc2018":                             # sets of pairs; the counts may differ
+        pred = [p.split("\t") for p in _read_label(pf) if p]
+        gold = [g.split("\t") for g in _read_label(lf) if g]
+    elif t.type == "multiple_choice":
         pred, gold = _mc_labels(_read_jsonl(pf), _read_jsonl(lf), pf)
-        return {"accuracy": metrics.accuracy(pred, gold)}
-    if t.type == "tagging":
-        pred, gold = _read_tag(pf), _read_tag(lf)
     else:
-        pred, gold = _read_label(pf), _read_label(lf)
-    if len(pred) != len(gold):
-        raise ValueError(f"{task}/{lang}: {len(pred)} predictions in {pf} but {len(gold)} labels in {lf}")
-    if t.type == "tagging":
-        return metrics.tagging_scores(gold, pred, scheme=TAGGING_SCHEME.get(task, "lenient"))
-    if t.type == "regression":
-        return metrics.correlation_scores(_numbers(pred, pf, float), _numbers(gold, lf, float))
-    if task == "tatoeba":
-        return {"accuracy": metrics.tatoeba_accuracy(_numbers(pred, pf, int), _numbers(gold, lf, int))}
-    return {"accuracy": metrics.accuracy(pred, gold)}
+        pred, gold = (_read_tag(pf), _read_tag(lf)) if t.type == "tagging" else (_read_label(pf), _read_label(lf))
+        if len(pred) != len(gold):
+            raise ValueError(f"{task}/{lang}: {len(pred)} predictions in {pf} but {len(gold)} labels in {lf}")
+        if t.type == "regression":
+            pred, gold = _numbers(pred, pf, float), _numbers(gold, lf, float)
+        elif task == "tatoeba":
+            pred, gold = _numbers(pred, pf, int), _numbers(gold, lf, int)
+    return metrics.score(task, gold, pred, lang)
 
 
 def score_folder(predictions_dir: str | os.PathLike, labels_dir: str | os.PathLike,

@@ -85,8 +85,7 @@ def score_kind(task: str) -> str:
 def _qa_unit(task: str, lang: str, qid, answers, preds: dict) -> float:
     one = {qid: answers}
     p = {qid: preds[qid]} if qid in preds else {}
-    sc = metrics.mlqa_scores(one, p, lang) if task == "mlqa" else metrics.squad_scores(one, p)
-    return (sc["exact_match"] + sc["f1"]) / 2
+    return metrics.task_score(task, metrics.score(task, one, p, lang))
 
 
 def _tag_counts(gold: list, predictions: list, scheme: str) -> np.ndarray:
@@ -146,7 +145,7 @@ def units(task: str, lang: str, gold, predictions: list) -> Units:
                              "the same examples")
     keys = list(range(n))
     if t.type == "tagging":
-        return Units(kind, keys, _tag_counts(gold, predictions, scoring.TAGGING_SCHEME.get(task, "lenient")))
+        return Units(kind, keys, _tag_counts(gold, predictions, metrics.TAGGING_SCHEME.get(task, "lenient")))
     if t.type == "regression":
         vals = np.array([[(float(a), float(g)) for a, g in zip(p, gold)] for p in predictions], dtype=float)
         return Units(kind, keys, vals.reshape(len(predictions), n, 2), metric=t.primary_metric)
@@ -249,8 +248,8 @@ def paired_bootstrap(u: Units, base: list[int], inter: list[int], n_boot: int = 
 def _score_of(task: str, rows: pd.DataFrame) -> float:
     """The XTREME language score a run recorded: (EM + F1) / 2 for QA, else the primary metric."""
     if task in tasks.REGISTRY and tasks.get(task).type == "span_qa":
-        v = rows.set_index("metric")["value"]
-        return float((v.get("exact_match", math.nan) + v.get("f1", math.nan)) / 2)
+        s = metrics.task_score(task, rows.set_index("metric")["value"].to_dict())
+        return math.nan if s is None else float(s)
     p = rows[rows["is_primary"]]
     return float(p["value"].iloc[0]) if len(p) else math.nan
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import ladder, results, tasks
+from .. import ladder, metrics, results, tasks
 from ..files import RESOURCES
 from . import stats
 
@@ -285,12 +285,13 @@ def published() -> dict:
     return _published()
 
 
-def _published_score(metrics: dict, task: str, qa: str) -> float:
+def _published_score(scores: dict, task: str, qa: str) -> float:
     if getattr(_task(task), "type", "") != "span_qa":
-        return float(next(iter(metrics.values())))
+        return float(next(iter(scores.values())))
     if qa in QA_METRICS:
-        return float(metrics.get(qa, math.nan))
-    return (metrics["exact_match"] + metrics["f1"]) / 2 if set(QA_METRICS) <= set(metrics) else math.nan
+        return float(scores.get(qa, math.nan))
+    s = metrics.task_score(task, scores)
+    return math.nan if s is None else float(s)
 
 
 def published_comparison(table: pd.DataFrame, benchmark: str | None = None, qa: str | None = None) -> pd.DataFrame:
