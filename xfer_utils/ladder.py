@@ -143,15 +143,18 @@ def names() -> list[str]:
     return [m.name for m in ladder()]
 
 
-def _norm(s: str) -> str:
-    return re.split(r"[/\\]", str(s).strip().rstrip("/\\"))[-1].lower()
+def normalize(model: str) -> str:
+    """THE model-name normaliser: a name, alias, hub id or local path -> its last path component, lower-cased
+    ('FacebookAI/xlm-roberta-large/' -> 'xlm-roberta-large'). Run ids render names with runner/plans.alias, which
+    also makes them filesystem-safe (and is kept as it is: existing run ids must not change)."""
+    return re.split(r"[/\\]", str(model).strip().rstrip("/\\"))[-1].lower()
 
 
 def lookup(model: str) -> Model | None:
     """The ladder entry for a name, alias, hub id or local path (last path component), else None."""
-    key = _norm(model)
+    key = normalize(model)
     for m in ladder():
-        if key in {m.name, *(_norm(a) for a in m.aliases), *([_norm(m.hub_id)] if m.hub_id else [])}:
+        if key in {m.name, *(normalize(a) for a in m.aliases), *([normalize(m.hub_id)] if m.hub_id else [])}:
             return m
     return None
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import data, evaluation, features, models, results, tasks, train
+from .. import data, evaluation, features, ladder, models, results, tasks, train
 from ..runner import validate
 from .. import identity as ident
 
@@ -23,7 +23,7 @@ MLM = "mlm"
 
 def alias(model: str) -> str:
     """Readable, filesystem-safe short name of a model: 'FacebookAI/xlm-roberta-large' -> 'xlm-roberta-large'."""
-    return Path(model.rstrip("/")).name.lower().replace("/", "-") or "model"
+    return ladder.normalize(model) or "model"
 
 
 def overrides(**kw) -> dict:
@@ -122,7 +122,6 @@ def _save_encoder(net, tokenizer, out, lora_rank: int, digest: str = "", **info)
 def _strategy_lr(hp: dict, train_kw: dict, strategy: str, lora_rank: int) -> str:
     """The memory strategy of a training phase ('' -> derived from lora_rank) and its learning rate in `hp`: an
     explicit `lr` wins, else the strategy's default (ladder.strategy_lr: LoRA's own, the task's for the rest)."""
-    from .. import ladder
     strategy = strategy or ("lora" if lora_rank > 0 else "full")
     if "lr" not in train_kw:
         hp["lr"] = ladder.strategy_lr(strategy, hp["lr"])

@@ -69,7 +69,6 @@ EVAL_EXAMPLES = {
     "commonsenseqa": (1, 1_221), "ccg": (1, 1_913), "siqa": (1, 1_954), "copa": (1, 100), "stsb": (1, 1_500),
     "anli_r1": (1, 1_000), "anli_r2": (1, 1_000), "anli_r3": (1, 1_200), "mlm": (1, 0),
 }
-TRAIN_TASK = {"xnli": "mnli", "xquad": "squad", "mlqa": "squad", "xcopa": "copa", "stsb_multi_mt": "stsb"}
 RETRIEVAL = ("bucc2018", "tatoeba")
 
 
@@ -83,6 +82,13 @@ def base_task(name: str) -> str | None:
         return name
     pre = [t for t in TOKENS_PER_EXAMPLE if name.startswith(t)]
     return max(pre, key=len) if pre else None
+
+
+def _train_task(target: str) -> str:
+    """The English task a target trains on: the task registry's `train_task` (xnli <- mnli, xquad/mlqa <- squad)."""
+    from .. import tasks
+    src = tasks.get(target).train_task if target in tasks.REGISTRY else None
+    return src[0] if src else target
 
 
 def _cap(n: float, cap) -> float:
@@ -200,7 +206,7 @@ def run_tokens(phase: str, params: dict) -> tuple[float, float]:
     elif phase == "target":
         for t in _names(p.get("target_task", "")):
             if t not in RETRIEVAL:
-                src = TRAIN_TASK.get(t, t)
+                src = _train_task(t)
                 tr += train_tokens(src, p.get("epochs") or default_epochs(t), p.get("max_train_examples"))
             ev += eval_tokens(t, p.get("max_eval_examples"), n_lang)
     elif phase == "retrieval":
@@ -224,7 +230,7 @@ def model_alias(model: str, table: dict) -> str | None:
     """The name a model path, hub id or alias is priced under: a `models:` key of the throughput table whose
     `match` globs it fits (names outside the ladder), else its model-ladder name (ladder.lookup), else None."""
     from .. import ladder
-    short = str(model).rstrip("/").split("/")[-1].lower()
+    short = ladder.normalize(model)
     for name, m in (table.get("models") or {}).items():
         if short == name or any(fnmatch.fnmatchcase(short, g) for g in m.get("match", [])):
             return name
