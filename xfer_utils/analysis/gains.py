@@ -407,20 +407,7 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
     `plan_dir` (``outputs/<plan>``), with paired bootstrap intervals, and per target the language average."""
     import time
     t0 = time.perf_counter()
-    idx_all = run_index(plan_dir)
-    if targets:
-        targets = [targets] if isinstance(targets, str) else list(targets)
-        unknown = sorted(set(targets) - set(idx_all["target"]))
-        if unknown:
-            raise ValueError(f"no runs of target(s) {', '.join(unknown)} under {plan_dir}; targets there: "
-                             f"{', '.join(sorted(set(idx_all['target']))) or 'none'}")
-        idx_all = idx_all[idx_all["target"].isin(targets)]
-    if model:
-        idx_all = idx_all[idx_all["model"] == model]
-    if exclude_english:
-        idx_all = idx_all[idx_all["language"] != "en"]
-    # a proxy split (BUCC's gold-pairs-only stand-in) never passes for the real task, here as in the tables
-    idx_all = idx_all[~idx_all["split"].astype(str).str.startswith("proxy")]
+    idx_all = _selected_runs(plan_dir, targets, model, exclude_english)
     rows, reps, missing = [], {}, []
     per_seed: dict = {}          # (model, label, target, split) -> seed -> language -> score, for the averages' sd
     for (mdl, task, split, lang), cell in idx_all.groupby(["model", "target", "split", "language"], sort=True):
@@ -431,18 +418,7 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
         if task not in tasks.REGISTRY or tasks.get(task).family != "target":
             missing.append(f"{task}/{lang}/{split}: not a target task with prediction files")
             continue
-        runs, golds = [], []
-        for _, r in cell.iterrows():
-            try:
-                pf, lf = _files(r["run_dir"], task, lang, split)
-                if not pf.exists() or not lf.exists():
-                    raise FileNotFoundError(f"{r['run_id']}: no {'predictions' if not pf.exists() else 'labels'} "
-                                            f"file {pf if not pf.exists() else lf}")
-                gold = read_gold(task, lf)
-                runs.append((r, _pred_values(task, read_predictions(task, pf, gold))))
-                golds.append(gold)
-            except (FileNotFoundError, ValueError) as e:     # absent or unreadable: reported, the rest goes on
-                missing.append(f"{task}/{lang}/{split}: {e}")
+        runs, golds = _read_cell(cell, task, lang, split, missing)
         if not runs:
             continue
         gold = golds[0]
@@ -488,6 +464,49 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
     table = pd.DataFrame(rows, columns=list(GainResult.KEY) + [
         "n_examples", "score_base", "sd_base", "n_base", "score", "sd", "n", "gain", "gain_lo", "gain_hi",
         "excludes_zero", "method", "rescore_diff"])
+    table = _with_language_averages(table, reps, per_seed, level)
+    return GainResult(table, reps, n_boot, missing, time.perf_counter() - t0)
+
+
+def _selected_runs(plan_dir, targets, model: str, exclude_english: bool) -> pd.DataFrame:
+    """The run index of `plan_dir` restricted to the asked targets (unknown ones named), model and languages."""
+    idx_all = run_index(plan_dir)
+    if targets:
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        unknown = sorted(set(targets) - set(idx_all["target"]))
+        if unknown:
+            raise ValueError(f"no runs of target(s) {', '.join(unknown)} under {plan_dir}; targets there: "
+                             f"{', '.join(sorted(set(idx_all['target']))) or 'none'}")
+        idx_all = idx_all[idx_all["target"].isin(targets)]
+    if model:
+        idx_all = idx_all[idx_all["model"] == model]
+    if exclude_english:
+        idx_all = idx_all[idx_all["language"] != "en"]
+    # a proxy split (BUCC's gold-pairs-only stand-in) never passes for the real task, here as in the tables
+    return idx_all[~idx_all["split"].astype(str).str.startswith("proxy")]
+
+
+def _read_cell(cell: pd.DataFrame, task: str, lang: str, split: str, missing: list) -> tuple[list, list]:
+    """([(index row, prediction values)], [gold]) of one (model, target, split, language) cell's runs; a file
+    that is absent or unreadable is reported in `missing`, and the rest goes on."""
+    runs, golds = [], []
+    for _, r in cell.iterrows():
+        try:
+            pf, lf = _files(r["run_dir"], task, lang, split)
+            if not pf.exists() or not lf.exists():
+                raise FileNotFoundError(f"{r['run_id']}: no {'predictions' if not pf.exists() else 'labels'} "
+                                        f"file {pf if not pf.exists() else lf}")
+            gold = read_gold(task, lf)
+            runs.append((r, _pred_values(task, read_predictions(task, pf, gold))))
+            golds.append(gold)
+        except (FileNotFoundError, ValueError) as e:
+            missing.append(f"{task}/{lang}/{split}: {e}")
+    return runs, golds
+
+
+def _with_language_averages(table: pd.DataFrame, reps: dict, per_seed: dict, level: float) -> pd.DataFrame:
+    """`table` plus one language-average row per (model, intermediate, target, split); their resamples go to
+    `reps` under language AVG."""
     avg_rows = []
     for (mdl, inter, task, split), g in table.groupby(["model", "intermediate", "target", "split"], sort=True):
         rep = np.mean([reps[(mdl, inter, task, split, lg)] for lg in g["language"]], axis=0)
@@ -506,7 +525,7 @@ def compute(plan_dir, targets=None, n_boot: int = N_BOOT, seed: int = 0, level: 
         table = table.sort_values(["model", "target", "intermediate", "split", "language"],
                                   key=lambda c: c.map(lambda v: (v == AVG, v)) if c.name == "language" else c,
                                   kind="stable").reset_index(drop=True)
-    return GainResult(table, reps, n_boot, missing, time.perf_counter() - t0)
+    return table
 
 
 def summary(result: GainResult, level: float = LEVEL) -> str:

@@ -15,10 +15,10 @@ each global micro-batch by rank, so the batch schedule, the effective batch and 
 one-process run. In the child (see :func:`_child_main`):
 
 * only the main process writes the run's outputs: other ranks get a scratch ``run_dir`` that is deleted at the end;
-* the encoder is saved once, by the main process, between two barriers (``models.save_encoder`` is wrapped), so the
-  next phase - or XCOPA's SIQA->COPA chain inside one run - loads a complete folder as usual; under FSDP the full
-  state dict is gathered first (``train.model_state``, a collective) and only the encoder's tensors are
-  written;
+* the encoder is saved once, by the main process, between two barriers (the phase function gets a ``save_encoder``
+  argument that does it; nothing is patched into ``models``), so the next phase - or XCOPA's SIQA->COPA chain
+  inside one run - loads a complete folder as usual; under FSDP the full state dict is gathered first
+  (``train.model_state``, a collective) and only the encoder's tensors are written;
 * only the main process logs; multi-task models get ``find_unused_parameters=True`` (one head per step).
 
 Which accelerate config: ``ddp_cpu`` without CUDA (gloo; tests), ``fsdp_full_shard`` when the planner says the
@@ -402,13 +402,11 @@ def _kill_group(proc) -> None:
 
 
 # ---------------------------------------------------------------- the launched process (every rank)
-_CHILD: dict = {}
-
-
-def _install_child_shims(state) -> None:
-    """In the launched processes only: multi-task DDP tolerates heads unused in a step, the prepared model is
-    remembered (FSDP state-dict gathering), and the encoder is saved once, by the main process, between
-    barriers."""
+def _install_child_shims(state, seen: dict):
+    """In the launched processes only: multi-task DDP tolerates heads unused in a step and the prepared model is
+    remembered in `seen` (FSDP state-dict gathering). train.train builds its own Accelerator, so this is still a
+    subclass installed in place of accelerate.Accelerator (train.py takes no accelerator argument yet). Returns the
+    phase's `save_encoder`: the encoder saved once, by the main process, between barriers."""
     import accelerate
     import torch
 
@@ -426,22 +424,20 @@ def _install_child_shims(state) -> None:
                     self.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
                 out = super().prepare(*args, **kw)
                 if net is not None:
-                    _CHILD["accelerator"] = self
-                    _CHILD["model"] = out[0] if isinstance(out, (tuple, list)) else out   # FSDP2: a list
+                    seen["accelerator"] = self
+                    seen["model"] = out[0] if isinstance(out, (tuple, list)) else out   # FSDP2: a list
                 return out
 
         accelerate.Accelerator = Accelerator
 
     save = models.save_encoder
-    if getattr(save, "_xfer_shim", False):
-        return
 
     def save_encoder(model, tokenizer, out):
-        acc = _CHILD.get("accelerator")
+        acc = seen.get("accelerator")
         full = None
         if acc is not None and acc.distributed_type.name == "FSDP":
             from .. import train
-            full = train.model_state(_CHILD["model"], fsdp=True)  # collective: every rank takes part
+            full = train.model_state(seen["model"], fsdp=True)  # collective: every rank takes part
         state.wait_for_everyone()
         if state.is_main_process:
             if full is None:
@@ -454,8 +450,7 @@ def _install_child_shims(state) -> None:
         state.wait_for_everyone()                                 # the folder is complete before anyone reads it
         return Path(out)
 
-    save_encoder._xfer_shim = True
-    models.save_encoder = save_encoder
+    return save_encoder
 
 
 def _fsdp_on_cpu() -> None:
@@ -499,8 +494,11 @@ def _child_main(argv: list[str] | None = None) -> int:
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    _install_child_shims(state)
+    save_encoder = _install_child_shims(state, {})
     fn = phase_function(args.phase)
+    sig = inspect.signature(fn).parameters
+    if "save_encoder" in sig or any(p.kind is p.VAR_KEYWORD for p in sig.values()):
+        kwargs["save_encoder"] = save_encoder     # handed to the phase, not patched into models
     main = state.is_main_process
     scratch = None
     if not main:                       # other ranks compute what the main one does, but write elsewhere

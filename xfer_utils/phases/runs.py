@@ -108,13 +108,15 @@ def _lora(net, rank: int) -> None:
         launch.add_lora(net, rank)
 
 
-def _save_encoder(net, tokenizer, out, lora_rank: int, digest: str = "", **info):
+def _save_encoder(net, tokenizer, out, lora_rank: int, digest: str = "", save=None, **info):
     """LoRA adapters are merged before saving, so transfer to the next phase stays encoder-only. The encoder
-    records the identity digest of the run that trained it (what a run initialised from it builds on)."""
+    records the identity digest of the run that trained it (what a run initialised from it builds on). `save`:
+    how the encoder is written (models.save_encoder; under `accelerate launch`, launch's once-by-the-main-process
+    saver)."""
     if lora_rank > 0:
         from . import launch
         launch.merge_lora(net)
-    out = models.save_encoder(net, tokenizer, out)
+    out = (save or models.save_encoder)(net, tokenizer, out)
     ident.record_encoder(out, digest, **info)
     return out
 
@@ -135,9 +137,10 @@ def _write_summary(run_dir: Path, name: str, obj) -> None:
 def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str,
                  seed: int = 1, data_dir: str = "", max_train_examples: int = -1, mlm_text: str = "",
                  mlm_languages: list[str] | None = None, max_length: int = 0, lora_rank: int = 0,
-                 model_label: str = "", strategy: str = "", log=print, **train_kw) -> dict:
-    """Phase 1: train `model` on the intermediate setup; save the encoder to `<checkpoint_dir>/encoder`; write
-    the English dev score of each intermediate task as rows (their own difficulty measure)."""
+                 model_label: str = "", strategy: str = "", save_encoder=None, log=print, **train_kw) -> dict:
+    """Phase 1: train `model` on the intermediate setup; save the encoder to `<checkpoint_dir>/encoder` (with
+    `save_encoder`, default models.save_encoder); write the English dev score of each intermediate task as rows
+    (their own difficulty measure)."""
     validate.check_run("intermediate", {"model": model, "intermediate": intermediate, "data_dir": data_dir,
                                         "mlm_text": mlm_text})
     parts = parse_intermediate(intermediate)
@@ -168,8 +171,8 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
     res = train.train(net, tokenizer, tds, cfg, ckpt, log=log,
                       identity={**ident.model_identity(model_label or model), "lora_rank": lora_rank,
                                 "max_train_examples": max_train_examples, "strategy": strategy})
-    encoder_dir = _save_encoder(net, tokenizer, ckpt / "encoder", lora_rank, res.identity, intermediate=intermediate,
-                                model=model_label or model)
+    encoder_dir = _save_encoder(net, tokenizer, ckpt / "encoder", lora_rank, res.identity, save=save_encoder,
+                                intermediate=intermediate, model=model_label or model)
     rows = []
     for td in tds:
         for metric, value in (res.dev.get(td.name) or {}).items():
@@ -199,7 +202,7 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
            init_from: str = "", intermediate: str = results.NO_INTERMEDIATE, languages: list[str] | None = None,
            benchmark: str = "xtreme", seed: int = 1, data_dir: str = "", max_train_examples: int = -1,
            max_eval_examples: int = -1, eval_batch_size: int = 64, lora_rank: int = 0, model_label: str = "",
-           strategy: str = "", eval_splits=tasks.EVAL_SPLITS, log=print, **train_kw) -> dict:
+           strategy: str = "", eval_splits=tasks.EVAL_SPLITS, save_encoder=None, log=print, **train_kw) -> dict:
     """Phase 2 + 3: a fresh head on the encoder `init_from` (or the raw `model`), trained on the target's English
     training task, then zero-shot evaluation in every language, on each of `eval_splits` (dev and test) the
     language has. Predictions in XTREME's formats go to `<run_dir>/predictions/` (test) and
@@ -242,7 +245,8 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
         pres = train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log,
                            identity={**start, **caps, "strategy": strategy})
         encoder = str(_save_encoder(pnet, tokenizer, ckpt / pre / "encoder", lora_rank, pres.identity,
-                                    intermediate=f"{intermediate} then {pre}", model=model_label or model))
+                                    save=save_encoder, intermediate=f"{intermediate} then {pre}",
+                                    model=model_label or model))
         start = ident.model_identity(model_label or model, encoder)
     heads = {target_task: _heads([td], tokenizer)[td.name]}
     td.name, td.score_as = target_task, train_name   # head named for the target, selected on its train task's dev
