@@ -236,17 +236,11 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
     td = _task_data(train_name, train_lang, tokenizer, data_dir, max_train_examples, eval_examples, seed,
                     max_length, dev_task=train_name)
     for pre in chain:
-        ptd = _task_data(pre, "en", tokenizer, data_dir, max_train_examples, eval_examples, seed, max_length)
-        pnet, prep = models.build(encoder, _heads([ptd], tokenizer), seed=seed)
-        log(f"[{pre} first] {prep}")
-        _lora(pnet, lora_rank)
-        pcfg = train_config(seed=seed, eval_examples=eval_examples,
-                            **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
-        pres = train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log,
-                           identity={**start, **caps, "strategy": strategy})
-        encoder = str(_save_encoder(pnet, tokenizer, ckpt / pre / "encoder", lora_rank, pres.identity,
-                                    save=save_encoder, intermediate=f"{intermediate} then {pre}",
-                                    model=model_label or model))
+        encoder = _train_first(pre, encoder, tokenizer, hp, ckpt, start={**start, **caps, "strategy": strategy},
+                               seed=seed, data_dir=data_dir, max_train_examples=max_train_examples,
+                               eval_examples=eval_examples, max_length=max_length, lora_rank=lora_rank,
+                               save_encoder=save_encoder, intermediate=intermediate, label=model_label or model,
+                               log=log)
         start = ident.model_identity(model_label or model, encoder)
     heads = {target_task: _heads([td], tokenizer)[td.name]}
     td.name, td.score_as = target_task, train_name   # head named for the target, selected on its train task's dev
@@ -275,6 +269,22 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
     return summary
 
 
+def _train_first(pre: str, encoder: str, tokenizer, hp: dict, ckpt: Path, *, start: dict, seed: int, data_dir,
+                 max_train_examples: int, eval_examples: int, max_length, lora_rank: int, save_encoder,
+                 intermediate: str, label: str, log) -> str:
+    """One step of a target's training chain (XTREME-R's XCOPA: SIQA first): a fresh head on `encoder` trained on
+    `pre`; returns the folder of the encoder it saved (under `<ckpt>/<pre>/encoder`)."""
+    ptd = _task_data(pre, "en", tokenizer, data_dir, max_train_examples, eval_examples, seed, max_length)
+    pnet, prep = models.build(encoder, _heads([ptd], tokenizer), seed=seed)
+    log(f"[{pre} first] {prep}")
+    _lora(pnet, lora_rank)
+    pcfg = train_config(seed=seed, eval_examples=eval_examples,
+                        **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
+    pres = train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log, identity=start)
+    return str(_save_encoder(pnet, tokenizer, ckpt / pre / "encoder", lora_rank, pres.identity, save=save_encoder,
+                             intermediate=f"{intermediate} then {pre}", model=label))
+
+
 def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str = "",
               init_from: str = "", intermediate: str = results.NO_INTERMEDIATE, languages: list[str] | None = None,
               benchmark: str = "xtreme", layer: int = -1, data_dir: str = "", bucc_path: str = "",
@@ -300,16 +310,7 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
     ident.check_init(init_from, intermediate, results.NO_INTERMEDIATE)
     encoder_name = init_from or model
     tokenizer = _tokenizer(encoder_name)
-    enc = models.load_pretrained_encoder(encoder_name)
-    n_layers = getattr(enc.config, "num_hidden_layers", None) or enc.config.num_layers
-    if layer < 0:   # one owner: the model ladder (XLM-R large hidden_states[14], which XTREME writes 13)
-        from .. import ladder
-        layer, rule = ladder.retrieval_layer(model_label or model, n_layers)
-        log(f"retrieval layer {layer} ({rule})")
-    if not 0 <= layer <= n_layers:
-        raise ValueError(f"layer {layer} is out of range for {encoder_name} (0 = embeddings .. {n_layers})")
-    import torch
-    enc.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    enc, layer = _encoder_and_layer(encoder_name, model_label or model, layer, log)
     run_dir = Path(run_dir)
     base = dict(run_id=run_id, plan=plan, phase="retrieval", model=model_label or model, intermediate=intermediate,
                 seed=seed, init_from=init_from, weights_digest=ident.weights_digest(model_label or model, init_from))
@@ -318,18 +319,8 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
     key = None   # the cache key hashes the encoder's weights: a retrained checkpoint at the same path never collides
     for lg in langs:
         if task == "tatoeba":
-            ds = data.load("tatoeba", "test", lg, data_dir=data_dir or None,
-                           max_examples=max_examples if max_examples > 0 else None)
-            src = E.embed(enc, tokenizer, list(ds["source"]), layer, batch_size=batch_size, cache_dir=cache,
-                          cache_key=key)
-            tgt = E.embed(enc, tokenizer, list(ds["target"]), layer, batch_size=batch_size, cache_dir=cache,
-                          cache_key=key)
-            pred = R.tatoeba_search(src, tgt)
-            sc = {"accuracy": _tatoeba_acc(pred)}
-            split, n = "test", len(ds)
-            from .. import scoring
-            scoring.write_predictions("tatoeba", lg, [int(p) for p in pred], run_dir / "predictions")
-            scoring.write_labels("tatoeba", lg, list(range(len(pred))), run_dir / "labels")   # gold: i-th target
+            sc, split, n = _tatoeba(R, E, enc, tokenizer, lg, layer, data_dir, batch_size, cache, key, run_dir,
+                                    max_examples)
         elif task in tasks.EMBEDDING_TASKS:
             sc, split, n = _sts_cosine(R, E, enc, tokenizer, task, lg, layer, data_dir, batch_size, cache, key,
                                        run_dir, max_examples)
@@ -343,6 +334,34 @@ def retrieval(model: str, task: str, *, run_id: str, plan: str, run_dir: str, ch
         rows += lang_rows
         log(f"{task} {lg}: " + ", ".join(f"{m} {v:.2f}" for m, v in sc.items()))
     return {"rows": rows, "layer": layer, "average": evaluation.mean_primary(rows)}
+
+
+def _encoder_and_layer(encoder_name: str, label: str, layer: int, log):
+    """The encoder in eval mode on the device, and the hidden-states index to embed from (-1: the model ladder's,
+    XLM-R large hidden_states[14], which XTREME writes 13); a layer outside the model fails naming the range."""
+    import torch
+    enc = models.load_pretrained_encoder(encoder_name)
+    n_layers = getattr(enc.config, "num_hidden_layers", None) or enc.config.num_layers
+    if layer < 0:
+        layer, rule = ladder.retrieval_layer(label, n_layers)
+        log(f"retrieval layer {layer} ({rule})")
+    if not 0 <= layer <= n_layers:
+        raise ValueError(f"layer {layer} is out of range for {encoder_name} (0 = embeddings .. {n_layers})")
+    enc.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return enc, layer
+
+
+def _tatoeba(R, E, enc, tokenizer, lg, layer, data_dir, batch_size, cache, key, run_dir, max_examples):
+    """Tatoeba 1-NN accuracy of one language; predictions and labels written in `xfer score`'s layout."""
+    from .. import scoring
+    ds = data.load("tatoeba", "test", lg, data_dir=data_dir or None,
+                   max_examples=max_examples if max_examples > 0 else None)
+    src = E.embed(enc, tokenizer, list(ds["source"]), layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+    tgt = E.embed(enc, tokenizer, list(ds["target"]), layer, batch_size=batch_size, cache_dir=cache, cache_key=key)
+    pred = R.tatoeba_search(src, tgt)
+    scoring.write_predictions("tatoeba", lg, [int(p) for p in pred], run_dir / "predictions")
+    scoring.write_labels("tatoeba", lg, list(range(len(pred))), run_dir / "labels")   # gold: i-th target
+    return {"accuracy": _tatoeba_acc(pred)}, "test", len(ds)
 
 
 def _tatoeba_acc(pred) -> float:

@@ -241,16 +241,7 @@ def expand(path: str | os.PathLike, outputs: str | os.PathLike = "outputs",
     name = str(raw.get("name") or path.stem)
     if not _ID_OK.fullmatch(name):
         raise ValueError(f"plan name {name!r} is not filesystem-safe (letters, digits, . _ + = - only)")
-    phases = raw.get("phases")
-    if not isinstance(phases, dict) or not phases:
-        raise ValueError(f"plan {name!r} ({path}) has no phases")
-    for ph, block in phases.items():
-        if not isinstance(block, dict) or "notebook" not in block:
-            raise ValueError(f"phase {ph!r} of plan {name!r} needs at least a `notebook:`")
-        unknown = set(block) - PHASE_KEYS
-        if unknown:
-            raise ValueError(f"phase {ph!r} of plan {name!r} has unknown keys {sorted(unknown)}; valid keys: "
-                             f"{', '.join(sorted(PHASE_KEYS))}")
+    phases = _checked_phases(raw, name, path)
     order = _phase_order(phases)
     root = find_root(path.parent)
     outputs = Path(outputs).resolve()
@@ -275,15 +266,7 @@ def expand(path: str | os.PathLike, outputs: str | os.PathLike = "outputs",
             if clash:
                 raise ValueError(f"phase {ph!r}: parameter {clash[0]!r} is set by the runner; remove it from the plan")
             params = {**defaults, **fixed, **values}
-            if block.get("run_id"):
-                try:
-                    rid = str(block["run_id"]).format_map(
-                        {"phase": ph, **{k: _render(k, v, False) for k, v in params.items()}})
-                except (KeyError, IndexError, ValueError) as e:
-                    raise ValueError(f"phase {ph!r}: run_id template {block['run_id']!r} names {e} which is not "
-                                     f"a param of the run; params: {', '.join(params)}") from None
-            else:
-                rid = default_run_id(values) if grid is not None else ph
+            rid = _run_id(ph, block, params, values, grid)
             if not _ID_OK.fullmatch(rid):
                 raise ValueError(f"phase {ph!r}: run id {rid!r} is not filesystem-safe")
             if rid in seen:
@@ -307,6 +290,33 @@ def expand(path: str | os.PathLike, outputs: str | os.PathLike = "outputs",
                 run.params["init_from"] = str(up.checkpoint_dir / "encoder") if up else ""
         plan.runs += runs
     return plan
+
+
+def _checked_phases(raw: dict, name: str, path: Path) -> dict:
+    """The plan's `phases:` mapping; a missing notebook or an unknown key fails naming the valid keys."""
+    phases = raw.get("phases")
+    if not isinstance(phases, dict) or not phases:
+        raise ValueError(f"plan {name!r} ({path}) has no phases")
+    for ph, block in phases.items():
+        if not isinstance(block, dict) or "notebook" not in block:
+            raise ValueError(f"phase {ph!r} of plan {name!r} needs at least a `notebook:`")
+        unknown = set(block) - PHASE_KEYS
+        if unknown:
+            raise ValueError(f"phase {ph!r} of plan {name!r} has unknown keys {sorted(unknown)}; valid keys: "
+                             f"{', '.join(sorted(PHASE_KEYS))}")
+    return phases
+
+
+def _run_id(ph: str, block: dict, params: dict, values: dict, grid) -> str:
+    """The phase's `run_id:` template filled from the run's params, else default_run_id of its grid values (the
+    phase name for a phase without a grid)."""
+    if not block.get("run_id"):
+        return default_run_id(values) if grid is not None else ph
+    try:
+        return str(block["run_id"]).format_map({"phase": ph, **{k: _render(k, v, False) for k, v in params.items()}})
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"phase {ph!r}: run_id template {block['run_id']!r} names {e} which is not "
+                         f"a param of the run; params: {', '.join(params)}") from None
 
 
 def _needs(block: dict) -> str | None:
