@@ -11,10 +11,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data() -> Path | None:
-    """../shared/data beside the repo (or XFER_SHARED_DATA); None when absent, so real-data tests skip."""
-    env = os.environ.get("XFER_SHARED_DATA")
-    p = Path(env) if env else REPO.parent / "shared" / "data"
-    return p if p.is_dir() else None
+    """../shared/data beside the repo (or XFER_SHARED_DATA; files.shared_data); None when absent, so real-data
+    tests skip."""
+    from xfer_utils import files
+    return files.shared_data()
 
 
 def need_data(*parts: str) -> Path:

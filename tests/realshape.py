@@ -51,9 +51,10 @@ def shape() -> dict:
 
 
 def tokenizer_dir() -> Path | None:
-    env = os.environ.get("XFER_SHARED_DATA")
-    p = (Path(env) if env else REPO.parent / "shared" / "data") / "xlmr_tokenizer"
-    return p if (p / "tokenizer.json").exists() else None
+    from xfer_utils import files
+    root = files.shared_data()
+    p = root / "xlmr_tokenizer" if root else None
+    return p if p and (p / "tokenizer.json").exists() else None
 
 
 def build_model(tok_dir: Path) -> dict:
