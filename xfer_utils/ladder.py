@@ -33,7 +33,6 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from .files import RESOURCES
 

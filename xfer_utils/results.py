@@ -81,7 +81,8 @@ def validate_row(row: dict) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write via a unique temp file in the same folder and rename: readers see the old or the new file, never half
-    (files.atomic_write, the one atomic-write helper)."""
+    (files.atomic_write, the one atomic-write helper). New code calls files.atomic_write_text; this name stays for
+    train.py and runner/execute.py, which are edited on other branches (repoint them after the merge)."""
     files.atomic_write_text(path, text)
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import metrics, results, scoring, tasks
+from .. import files, metrics, results, scoring, tasks
 from . import stats
 
 N_BOOT = 1000
@@ -695,7 +695,7 @@ def _cmd_gains(args) -> int:
             print("\nLanguage averages: mean over seeds, seed sd and n per arm")
             print(seed_table(res.table).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.csv:
-        results.atomic_write_text(args.csv, res.table.to_csv(index=False))
+        files.atomic_write_text(args.csv, res.table.to_csv(index=False))
         print(f"table written: {args.csv}")
     return 0
 

@@ -482,7 +482,6 @@ def _child_main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
     from . import env
-    from .. import results
     kwargs = json.loads(Path(args.kwargs).read_text(encoding="utf-8"))
     if (files.env("XFER_REHEARSAL") and os.environ.get("ACCELERATE_USE_FSDP") == "true"
             and not torch.cuda.is_available()):
@@ -515,7 +514,7 @@ def _child_main(argv: list[str] | None = None) -> int:
     try:
         summary = fn(log=log, **kwargs)
         if main:
-            results.atomic_write_text(Path(args.summary), json.dumps(summary, indent=1, default=str))
+            files.atomic_write_text(Path(args.summary), json.dumps(summary, indent=1, default=str))
         state.wait_for_everyone()
     finally:
         if scratch:

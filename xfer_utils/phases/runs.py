@@ -10,11 +10,10 @@ Intermediate setups are labels: `mnli` (single task), `mnli+squad` (multi-task, 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import data, evaluation, features, ladder, models, results, tasks, train
+from .. import data, evaluation, features, files, ladder, models, results, tasks, train
 from ..runner import validate
 from .. import identity as ident
 
@@ -131,7 +130,7 @@ def _strategy_lr(hp: dict, train_kw: dict, strategy: str, lora_rank: int) -> str
 
 
 def _write_summary(run_dir: Path, name: str, obj) -> None:
-    results.atomic_write_text(run_dir / name, json.dumps(obj, indent=1, default=str))
+    files.atomic_write_text(run_dir / name, json.dumps(obj, indent=1, default=str))
 
 
 def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str,

@@ -70,8 +70,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .. import files
 from ..files import read_yaml
 from .nbparams import interface, type_ok

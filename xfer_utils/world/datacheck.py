@@ -276,7 +276,7 @@ def register(sub) -> None:
 
 def save(result: dict, path: str | os.PathLike) -> Path:
     """Write a check result as JSON (atomically)."""
-    from ..results import atomic_write_text
+    from ..files import atomic_write_text
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=1, ensure_ascii=False))
