@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -132,14 +133,17 @@ def _stderr_fd_to(f):
         os.close(saved)
 
 
-def execute_local(plan: plans.Plan, run: plans.Run) -> None:
+def execute_local(plan: plans.Plan, run: plans.Run, kernel=None) -> None:
     """Run one notebook with papermill; raises on failure (the executed notebook is written either way).
-    The kernel's stdout/stderr (and its own process-level messages) go to run_dir/notebook.log."""
+    The kernel's stdout/stderr (and its own process-level messages) go to run_dir/notebook.log. `kernel`: a
+    warm_kernel.WarmKernel to execute in (rehearsals) instead of a fresh kernel; its process-level messages stay
+    in the log of the run that started it."""
     import papermill
+    execute = papermill.execute_notebook if kernel is None else kernel.execute
     with open(run.run_dir / "notebook.log", "a", encoding="utf-8") as log, _stderr_fd_to(log):
         log.write(f"\n===== {_now()} {run.phase}/{run.run_id}\n")
         log.flush()
-        papermill.execute_notebook(
+        execute(
             str(run.notebook), str(run.run_dir / "notebook.ipynb"), parameters=run.passed, cwd=str(plan.root),
             kernel_name=files.env("XFER_KERNEL", "python3"), progress_bar=False, log_output=False,
             stdout_file=log, stderr_file=log, request_save_on_cell_execute=True)
@@ -326,14 +330,15 @@ def _summary(plan: plans.Plan, state: dict, out, interrupted: bool) -> int:
 def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
              gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
              poll_s: float | None = None, resources: str | None = None, wait_lock: bool = False,
-             transform=None) -> int:
+             transform=None, warm_kernels: bool = False) -> int:
     """`_run_plan` holding the plan's lock (one runner per outputs root + plan; see files.plan_lock): a second
     runner exits at once naming the holder, or queues behind it with `wait_lock`. A dry run takes no lock."""
     try:
         with contextlib.ExitStack() as held:    # _run_plan takes the lock once the plan is valid, before any write
             return _run_plan(plan_path, only, dry_run, outputs, launcher, gpu, out, cluster, parallel, wait, poll_s,
                              resources, _lock=lambda plan: held.enter_context(
-                                 files.plan_lock(plan.dir / LOCK, wait=wait_lock, out=out)), transform=transform)
+                                 files.plan_lock(plan.dir / LOCK, wait=wait_lock, out=out)), transform=transform,
+                             warm_kernels=warm_kernels)
     except files.LockHeld as e:
         out(f"xfer run: {e}")
         return 3
@@ -341,11 +346,13 @@ def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs=
 
 def _run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
               gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
-              poll_s: float | None = None, resources: str | None = None, _lock=None, transform=None) -> int:
+              poll_s: float | None = None, resources: str | None = None, _lock=None, transform=None,
+              warm_kernels: bool = False) -> int:
     """Execute a plan (or list it with costs when `dry_run`). Returns the exit code: 0 ok, 1 failed/blocked runs,
     130 interrupted. `cluster`, `parallel`, `wait`, `poll_s`: the submitit launcher's options; `resources`: a site
     resources file (plan_resources.load_site); `transform`: Plan -> Plan applied to the expanded plan before
-    anything else (xfer rehearse: the same plan on the tiny world)."""
+    anything else (xfer rehearse: the same plan on the tiny world); `warm_kernels`: the local launcher executes
+    the notebooks of each runner process in one reused kernel (warm_kernel.py; rehearsals only)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher {launcher!r} is not available; valid launchers: {', '.join(LAUNCHERS)}")
     plan = plans.expand(plan_path, outputs, site=plan_resources.load_site(resources))
@@ -365,13 +372,25 @@ def _run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs
         _lock(plan)
     if launcher == "submitit":
         return run_submitit(plan, runs, out, cluster, parallel, wait, poll_s, plan_path)
-    launch = {"local": execute_local}[launcher]
     by_id = {r.run_id: r for r in plan.runs}
     state: dict[str, tuple[str, str, float]] = {}
     n = len(runs)
     out(f"plan {plan.name}: {n} runs -> {plan.dir} (checkpoints: {plan.checkpoint_root / plan.name})")
     if parallel > 1:
-        return _summary(plan, state, out, _run_parallel(plan, runs, by_id, state, parallel, out, plan_path))
+        return _summary(plan, state, out,
+                        _run_parallel(plan, runs, by_id, state, parallel, out, plan_path, warm_kernels))
+    with contextlib.ExitStack() as stack:
+        launch = execute_local
+        if warm_kernels:
+            from .warm_kernel import WarmKernel
+            kernel = WarmKernel()
+            stack.callback(kernel.close)
+            launch = functools.partial(execute_local, kernel=kernel)
+        return _run_sequential(plan, runs, by_id, state, launch, out, plan_path)
+
+
+def _run_sequential(plan: plans.Plan, runs: list, by_id: dict, state: dict, launch, out, plan_path) -> int:
+    n = len(runs)
     interrupted = False
     for i, r in enumerate(runs, 1):
         head = f"[{i:>{len(str(n))}}/{n}] {r.phase}/{r.run_id}"
@@ -400,11 +419,24 @@ def _run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs
     return _summary(plan, state, out, interrupted)
 
 
-def _execute_local_worker(plan: plans.Plan, run: plans.Run) -> tuple[str, str]:
-    return _execute(plan, run, execute_local)
+_WORKER_KERNEL = None      # a runner worker process's warm kernel (warm_kernels=True), shut down when it exits
 
 
-def _run_parallel(plan: plans.Plan, runs: list, by_id: dict, state: dict, parallel: int, out, plan_path) -> bool:
+def _execute_local_worker(plan: plans.Plan, run: plans.Run, warm: bool = False) -> tuple[str, str]:
+    global _WORKER_KERNEL
+    if not warm:
+        return _execute(plan, run, execute_local)
+    if _WORKER_KERNEL is None:
+        import multiprocessing.util
+        from .warm_kernel import WarmKernel
+        _WORKER_KERNEL = WarmKernel()
+        # pool workers leave through os._exit: atexit would not run, multiprocessing's finalizers do
+        multiprocessing.util.Finalize(_WORKER_KERNEL, _WORKER_KERNEL.close, exitpriority=10)
+    return _execute(plan, run, functools.partial(execute_local, kernel=_WORKER_KERNEL))
+
+
+def _run_parallel(plan: plans.Plan, runs: list, by_id: dict, state: dict, parallel: int, out, plan_path,
+                  warm: bool = False) -> bool:
     """The local launcher with `parallel` runs at a time, each in its own worker process (papermill's kernels
     and the fd-level log redirection are per process); a run starts once its dependencies are finished.
     Returns True when interrupted."""
@@ -429,7 +461,7 @@ def _run_parallel(plan: plans.Plan, runs: list, by_id: dict, state: dict, parall
                         continue
                     if plan.phases[r.phase].get("after"):
                         collect_plan(plan)
-                    running[pool.submit(_execute_local_worker, plan, r)] = (r, head, time.time())
+                    running[pool.submit(_execute_local_worker, plan, r, warm)] = (r, head, time.time())
                     out(f"{head}  running ...")
                 if not running:
                     continue

@@ -244,8 +244,9 @@ def _family_models(plan_path, resources) -> list[str]:
 
 
 def rehearse(plan_path, use_cover: bool = False, parallel: int = 1, outputs="outputs", resources: str | None = None,
-             resume: bool = False, only: str | None = None, out=print) -> int:
-    """Rehearse a plan (see the module docstring); returns the exit code (0: every run done)."""
+             resume: bool = False, only: str | None = None, out=print, fresh_kernels: bool = False) -> int:
+    """Rehearse a plan (see the module docstring); returns the exit code (0: every run done). The notebooks of
+    each runner process run in one reused kernel (warm_kernel.py) unless `fresh_kernels`."""
     rroot = Path(outputs).resolve() / REHEARSAL
     seen: dict = {}
 
@@ -271,7 +272,7 @@ def rehearse(plan_path, use_cover: bool = False, parallel: int = 1, outputs="out
         tiny_families.ensure(name, files.tiny_dir())
     with _env(XFER_REHEARSAL="1"):
         rc = runner.run_plan(plan_path, only=only, outputs=rroot, parallel=parallel, resources=resources,
-                             out=out, transform=fn)
+                             out=out, transform=fn, warm_kernels=not fresh_kernels)
     plan = seen.get("plan")
     if plan is not None:
         failed = [x for x in (_failure_line(plan, r, t0) for r in plan.runs) if x]
@@ -292,7 +293,11 @@ def register(sub) -> None:
     p.add_argument("--resources", metavar="FILE", help="site resources file, as for `xfer run` (strategies follow)")
     p.add_argument("--only", metavar="PATTERN", help="fnmatch on run ids, as for `xfer run`")
     p.add_argument("--resume", action="store_true", help="keep runs an earlier rehearsal finished (default: fresh)")
-    p.set_defaults(func=lambda a: rehearse(a.plan, a.cover, a.parallel, a.outputs, a.resources, a.resume, a.only))
+    p.add_argument("--fresh-kernels", action="store_true",
+                   help="start a fresh kernel for every notebook, as `xfer run` does (default: one warm kernel per "
+                        "runner process, reset between notebooks; about half the time)")
+    p.set_defaults(func=lambda a: rehearse(a.plan, a.cover, a.parallel, a.outputs, a.resources, a.resume, a.only,
+                                           fresh_kernels=a.fresh_kernels))
 
 
 if __name__ == "__main__":      # pragma: no cover
