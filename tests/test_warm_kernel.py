@@ -1,4 +1,4 @@
-"""One warm kernel per runner process (xfer_utils/warm_kernel.py, used by `xfer rehearse`): notebooks run in the
+"""One warm kernel per runner process (xfer_utils/runner/warm_kernel.py, used by `xfer rehearse`): notebooks run in the
 same kernel process, each starting from a fresh kernel's namespace, working directory and execution counter; a
 failed notebook retires the kernel; a rehearsal gives the same rows with warm kernels as with fresh ones."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from xfer_utils import rehearse
-from xfer_utils.warm_kernel import WarmKernel
+from xfer_utils.runner import rehearse
+from xfer_utils.runner.warm_kernel import WarmKernel
 
 REPO = Path(__file__).resolve().parents[1]
 

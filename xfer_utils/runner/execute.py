@@ -352,7 +352,7 @@ def _run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs
     130 interrupted. `cluster`, `parallel`, `wait`, `poll_s`: the submitit launcher's options; `resources`: a site
     resources file (plan_resources.load_site); `transform`: Plan -> Plan applied to the expanded plan before
     anything else (xfer rehearse: the same plan on the tiny world); `warm_kernels`: the local launcher executes
-    the notebooks of each runner process in one reused kernel (warm_kernel.py; rehearsals only)."""
+    the notebooks of each runner process in one reused kernel (runner/warm_kernel.py; rehearsals only)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher {launcher!r} is not available; valid launchers: {', '.join(LAUNCHERS)}")
     plan = plans.expand(plan_path, outputs, site=plan_resources.load_site(resources))

@@ -246,7 +246,7 @@ def _family_models(plan_path, resources) -> list[str]:
 def rehearse(plan_path, use_cover: bool = False, parallel: int = 1, outputs="outputs", resources: str | None = None,
              resume: bool = False, only: str | None = None, out=print, fresh_kernels: bool = False) -> int:
     """Rehearse a plan (see the module docstring); returns the exit code (0: every run done). The notebooks of
-    each runner process run in one reused kernel (warm_kernel.py) unless `fresh_kernels`."""
+    each runner process run in one reused kernel (runner/warm_kernel.py) unless `fresh_kernels`."""
     rroot = Path(outputs).resolve() / REHEARSAL
     seen: dict = {}
 
