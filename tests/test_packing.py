@@ -122,3 +122,28 @@ def test_training_with_packing_matches_padded_training_without_dropout(world, fa
     assert not torch.allclose(w0.state_dict()["heads.udpos.out.weight"], wa["heads.udpos.out.weight"])
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+
+
+@pytest.mark.slow
+def test_compiled_encoder_trains_to_the_eager_loss(world, fam, tmp_path):
+    """TrainConfig.compile (torch.compile of the encoder, batch widths rounded to compile_buckets) runs and takes
+    the eager run's steps: with dropout off, the same per-step losses within float rounding (inductor fuses and
+    reorders float ops), and checkpoints keep the eager parameter names."""
+    path, tok = fam["tiny-xlmr-s"]
+    td = runs._task_data("sst2", "en", tok, world["data"], 16, 8, 1, 64)
+    td.dev = None                       # no evaluation: the compiled graphs are the training step's alone
+    heads = runs._heads([td], tok)
+    res = {}
+    for comp in (False, True):
+        torch._dynamo.reset()
+        net, _ = models.build(path, heads, seed=1, dropout=0.0)
+        for m in net.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        cfg = train.TrainConfig(lr=1e-3, batch_size=8, max_steps=2, eval_every=0, checkpoint_every=0, seed=1,
+                                compile=comp, packing="off")
+        r = train.train(net, tok, [td], cfg, tmp_path / str(comp), progress=False, log=lambda *a: None)
+        res[comp] = ([h["loss"] for h in r.history], set(net.state_dict()))
+    (eager, keys_e), (compiled, keys_c) = res[False], res[True]
+    assert len(eager) == len(compiled) == 1 and keys_e == keys_c     # the last step's loss: after one update
+    assert compiled == pytest.approx(eager, rel=1e-4)
