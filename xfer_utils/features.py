@@ -268,9 +268,10 @@ def pack(batch: dict, width: int, pad_id: int, multiple_of: int = 1, position_of
     packed_input_ids / packed_position_ids / packed_token_type_ids (rows, width), packed_segments (rows, width: the
     sequence's index within its row; -1 on the slots left over, which attend only to each other so that no
     attention row is empty) and pack_index (sequences, padded length): where each padded slot's token sits in the
-    flattened rows (0 on padding, which models.MultiTaskModel zeroes). `bucket_rows` rounds the number of rows up
-    to a power of two with empty rows (a compiled encoder then sees a few shapes: train.TrainConfig.compile). The padded keys stay: heads read labels,
-    masks and per-sequence outputs in the padded layout, so they are the same code in both layouts."""
+    flattened rows (0 on padding, which models.MultiTaskModel zeroes). The padded keys stay: heads read labels,
+    masks and per-sequence outputs in the padded layout, so they are the same code in both layouts. `bucket_rows`
+    rounds the number of rows up to a power of two with empty rows (a compiled encoder then sees a few shapes:
+    train.TrainConfig.compile)."""
     mask = batch["attention_mask"]
     ids = batch["input_ids"].reshape(-1, mask.shape[-1])
     flat_mask = mask.reshape(-1, mask.shape[-1])
