@@ -74,6 +74,15 @@ def epoch_efficiency(feats: list[dict], pad_id: int, batch: int, max_length: int
             real += int(b["attention_mask"].sum())
             comp += b["attention_mask"].numel()
         out[name] = real / comp
+    # padding-free rows (TrainConfig.packing, on by default on GPUs): the project's batches packed into rows of the
+    # task's max length, rounded to 8 as on a GPU
+    steps = train.schedule({"t": lengths}, batch, 1, 1.0, seed, True)
+    real = comp = 0
+    for _, mbs in steps:
+        b = features.collate([{"input_ids": feats[i]["input_ids"]} for i in mbs[0]], pad_id, multiple_of=1)
+        real += int(b["attention_mask"].sum())
+        comp += features.pack(b, max_length, pad_id, 8)["packed_input_ids"].numel()
+    out["packed_round8"] = real / comp
     # jiant's --smart_truncate: cached tensors cut to the longest example of the split (still static shapes)
     out["baseline_smart_truncate"] = sum(lengths) / (len(lengths) * max(lengths))
     out["mean_length"] = sum(lengths) / len(lengths)
@@ -82,14 +91,33 @@ def epoch_efficiency(feats: list[dict], pad_id: int, batch: int, max_length: int
 
 
 def run_arm(encoder0, tokenizer, kind: str, feats: list[dict], mode: str, steps: int, batch: int, seed: int,
-            ckpt_root: str) -> dict:
+            ckpt_root: str, differential: bool = False) -> dict:
+    """One arm's figures over `steps` optimizer steps; `differential`: the marginal cost of `steps` steps, measured
+    as a run of 1 + `steps` steps less a run of 1 step (wall clock and CPU time alike), so every fixed cost (setup,
+    the first step's lazy initialisation, the final checkpoint write) cancels in every arm the same way."""
+    if differential:
+        a = _run_arm(encoder0, tokenizer, kind, feats, mode, 1, batch, seed, ckpt_root)
+        b = _run_arm(encoder0, tokenizer, kind, feats, mode, 1 + steps, batch, seed, ckpt_root)
+        out = dict(b)
+        for key in ("seconds", "cpu_seconds", "tokens", "computed_tokens"):
+            out[key] = b[key] - a[key]
+        out["steps"] = b["steps"] - a["steps"]
+        out.update(tokens_per_cpu_s=out["tokens"] / out["cpu_seconds"], tokens_per_s=out["tokens"] / out["seconds"],
+                   computed_per_s=out["computed_tokens"] / out["seconds"],
+                   padding_efficiency=out["tokens"] / out["computed_tokens"], differential=True)
+        return out
+    return _run_arm(encoder0, tokenizer, kind, feats, mode, steps, batch, seed, ckpt_root)
+
+
+def _run_arm(encoder0, tokenizer, kind: str, feats: list[dict], mode: str, steps: int, batch: int, seed: int,
+             ckpt_root: str) -> dict:
     import torch
     from xfer_utils import models, train
     task_type, n_labels, max_length = C.KINDS[kind]
     torch.manual_seed(seed)
     model = models.MultiTaskModel(copy.deepcopy(encoder0), {kind: (task_type, n_labels)})
     if mode in ("trainer", "trainer_same_batches"):
-        c0 = time.process_time()      # CPU time includes Trainer's setup: compare arms by wall clock
+        c0 = time.process_time()      # CPU time includes Trainer's setup (cancels with --differential)
         order = C.project_order(feats, batch, steps, seed) if mode == "trainer_same_batches" else None
         r = C.trainer_run(model, kind, feats, tokenizer.pad_token_id, batch, steps, seed,
                           tempfile.mkdtemp(prefix=f"{kind}-trainer-", dir=ckpt_root), order=order)
@@ -143,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default: all cores)")
     ap.add_argument("--synthetic", action="store_true", help="ignore ../shared/data; use the synthetic lengths")
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration (tests)")
+    ap.add_argument("--differential", action="store_true",
+                    help="time each arm as (1 + steps) steps less 1 step: fixed costs cancel (run_arm)")
     a = ap.parse_args(argv)
     import torch
     kinds = [k for k in a.tasks.split(",") if k]
@@ -174,7 +204,7 @@ def main(argv=None) -> int:
             for k in kinds:
                 order = ARMS if rep % 2 == 0 else ARMS[::-1]
                 for mode in order:
-                    r = run_arm(encoder0, tok, k, feats[k], mode, a.steps, a.batch, a.seed, ck)
+                    r = run_arm(encoder0, tok, k, feats[k], mode, a.steps, a.batch, a.seed, ck, a.differential)
                     r["repeat"] = rep
                     runs.append(r)
                     print(f"  {k:8s} {mode:8s} {r['seconds']:7.2f} s  {r['tokens_per_s']:9.0f} real tok/s  "
@@ -196,9 +226,13 @@ def main(argv=None) -> int:
         row["speedup"] = row["project_tokens_per_s"] / row["baseline_tokens_per_s"]
         row["vs_trainer"] = row["project_tokens_per_s"] / row["trainer_tokens_per_s"]
         row["vs_trainer_same_batches"] = row["project_tokens_per_s"] / row["trainer_same_batches_tokens_per_s"]
+        row["vs_trainer_cpu_time"] = row["project_tokens_per_cpu_s"] / row["trainer_tokens_per_cpu_s"]
+        row["vs_trainer_same_batches_cpu_time"] = (row["project_tokens_per_cpu_s"]
+                                                   / row["trainer_same_batches_tokens_per_cpu_s"])
         row["speedup_cpu_time"] = row["project_tokens_per_cpu_s"] / row["baseline_tokens_per_cpu_s"]
         row["padding_efficiency_epoch"] = eff[k]["project"]
         row["padding_efficiency_epoch_round8"] = eff[k]["project_round8"]
+        row["padding_efficiency_epoch_packed_round8"] = eff[k]["packed_round8"]
         row["padding_efficiency_epoch_ungrouped"] = eff[k]["dynamic_ungrouped"]
         row["baseline_padding_efficiency_epoch"] = eff[k]["baseline"]
         row["baseline_smart_truncate_efficiency"] = eff[k]["baseline_smart_truncate"]
@@ -237,6 +271,8 @@ def main(argv=None) -> int:
         "vs_trainer_min": min(r["vs_trainer"] for r in per_task),
         "vs_trainer_same_batches": geomean([r["vs_trainer_same_batches"] for r in per_task]),
         "vs_trainer_same_batches_min": min(r["vs_trainer_same_batches"] for r in per_task),
+        "vs_trainer_cpu_time_min": min(r["vs_trainer_cpu_time"] for r in per_task),
+        "vs_trainer_same_batches_cpu_time_min": min(r["vs_trainer_same_batches_cpu_time"] for r in per_task),
         "vs_trainer_definition": "project real tok/s / HF Trainer (dynamic padding, group_by_length) real tok/s "
                                  "per task shape, median over repeats; vs_trainer: geometric mean, _min: the lowest",
         "speedup_pooled": pooled,
@@ -253,6 +289,7 @@ def main(argv=None) -> int:
         "config": {"steps": a.steps, "batch": a.batch, "examples_per_task": a.examples, "repeats": a.repeats,
                    "layers": a.layers, "hidden": a.hidden, "heads": heads, "intermediate": 4 * a.hidden,
                    "vocab": len(tok), "non_embedding_params": n_non_emb, "seed": a.seed, "tiny": a.tiny,
+                   "differential": a.differential,
                    "baseline": "pad_to_max_length=True, group_by_length=False, precision=fp32",
                    "project": "TrainConfig defaults: dynamic padding (multiple of 8), group_by_length, "
                               "precision auto (= fp32 on CPU)",
@@ -275,10 +312,13 @@ def main(argv=None) -> int:
                              ("vs_trainer", "vs Trainer", ".2f"),
                              ("trainer_same_batches_tokens_per_s", "Trainer same-batches tok/s", ".0f"),
                              ("vs_trainer_same_batches", "vs same", ".2f"),
+                             ("vs_trainer_cpu_time", "vs T. CPU", ".2f"),
+                             ("vs_trainer_same_batches_cpu_time", "vs same CPU", ".2f"),
                              ("speedup_cpu_time", "by CPU time", ".2f"),
                              ("baseline_padding_efficiency_epoch", "baseline eff", ".3f"),
                              ("padding_efficiency_epoch", "project eff", ".3f"),
-                             ("padding_efficiency_epoch_round8", "eff x8 (GPU)", ".3f")]))
+                             ("padding_efficiency_epoch_round8", "eff x8 (GPU)", ".3f"),
+                             ("padding_efficiency_epoch_packed_round8", "packed x8 (GPU)", ".3f")]))
     print(f"\nspeedup {speedup:.2f}x (geometric mean over tasks, wall clock; target >= 2; by CPU time "
           f"{result['speedup_cpu_time']:.2f}x; pooled {pooled:.2f}x); padding efficiency {pad_eff:.3f} (mean over "
           f"tasks, target >= 0.9; min {result['padding_efficiency_min']:.3f}; baseline {base_eff:.3f}); "

@@ -91,8 +91,9 @@ PACKING = ("auto", "on", "off")
 
 def resolve_packing(mode: str, config, device, pad_to_max_length: bool = False) -> bool:
     """Whether this run packs: 'on' requires it (an error in one sentence where the model cannot pack exactly),
-    'auto' packs on CUDA devices when the model can (on CPU the padded layout was as fast: benchmarks/README.md),
-    'off' never. Fixed padding (the reference implementation's layout) and packing exclude each other."""
+    'auto' packs on CUDA devices when the model can, 'off' never. Not on CPU: there batches are not rounded up to
+    8 and length-grouped padded batches are already ~0.95 real tokens (benchmarks/README.md), while packed rows
+    attend over their whole width. Fixed padding (the reference implementation's layout) and packing exclude each other."""
     if mode not in PACKING:
         raise ValueError(f"packing must be one of {', '.join(PACKING)}, not {mode!r}")
     if mode == "off":
