@@ -52,7 +52,7 @@ def test_packed_and_padded_batches_give_the_same_losses_and_gradients_for_every_
         if task == "mlm":
             batch["input_ids"], batch["labels"] = features.mask_tokens(
                 batch["input_ids"], tok, torch.Generator().manual_seed(0), prob=0.5)
-        packed = features.pack(batch, 160, tok.pad_token_id, position_offset=offset)
+        packed = features.pack(batch, 160, tok.pad_token_id, position_offset=offset, fixed_width=True)
         n_seqs = batch["attention_mask"].reshape(-1, batch["attention_mask"].shape[-1]).shape[0]
         assert packed["packed_input_ids"].shape[0] < n_seqs, f"{task}: nothing shared a row"
         loss_a, grads_a = _loss_and_grads(net, task, batch)
@@ -65,18 +65,22 @@ def test_packed_and_padded_batches_give_the_same_losses_and_gradients_for_every_
                                        msg=lambda m, k=k: f"{name} {task} {k}: {m}")
 
 
-def test_pack_layout_positions_and_index(tokenizer):
-    """features.pack: first-fit-decreasing rows, positions restarting at the offset, segments, and pack_index
-    pointing every padded slot at its own token."""
+def test_pack_layout_positions_and_index():
+    """features.pack: first-fit-decreasing rows of the width with fewest slots (never more than padding to the
+    longest), positions restarting at the offset, segments, and pack_index pointing every padded slot at its own
+    token."""
     feats = [{"input_ids": list(range(10, 10 + n))} for n in (5, 3, 7, 2)]
     batch = features.collate(feats, 1, multiple_of=1)
     p = features.pack(batch, 8, pad_id=1, position_offset=2)
-    assert p["packed_input_ids"].shape == (3, 8)          # 7 | 5+3 | 2 (first fit, longest first)
+    assert p["packed_input_ids"].shape == (3, 7)       # 7 | 5+2 | 3: 21 slots (width 8 would take 24, padding 28)
     flat = p["packed_input_ids"].flatten()
     m = batch["attention_mask"].bool()
     assert torch.equal(flat[p["pack_index"]][m], batch["input_ids"][m])
-    assert p["packed_position_ids"][1].tolist() == [2, 3, 4, 5, 6, 2, 3, 4]
-    assert p["packed_segments"][2].tolist() == [0, 0, -1, -1, -1, -1, -1, -1]
+    assert p["packed_position_ids"][1].tolist() == [2, 3, 4, 5, 6, 2, 3]
+    assert p["packed_segments"][2].tolist() == [0, 0, 0, -1, -1, -1, -1]
+    short = features.collate([{"input_ids": [5] * 6} for _ in range(8)], 1, multiple_of=1)
+    wide = features.pack(short, 32, pad_id=1, multiple_of=8)
+    assert wide["packed_input_ids"].shape == (2, 24)    # 8 x 6 tokens: 2 rows of 24 = 48 slots (width 8: 64, 32: 64)
 
 
 def test_packing_is_refused_where_it_cannot_be_exact(fam):

@@ -439,7 +439,8 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
                                                                            cfg.mlm_probability)
             tokens += int(batch["attention_mask"].sum())
             if packed:
-                batch = features.pack(batch, td.max_length, pad_id, multiple, offset, bucket_rows=cfg.compile)
+                batch = features.pack(batch, td.max_length, pad_id, multiple, offset, bucket_rows=cfg.compile,
+                                      fixed_width=cfg.compile)
                 computed += batch["packed_input_ids"].numel()
             else:
                 computed += batch["attention_mask"].numel()
