@@ -404,11 +404,7 @@ def trainer_run(net, task: str, feats: list[dict], pad_id: int, batch: int, step
     counts = {"tokens": 0, "computed": 0, "batches": 0}
 
     def collate(fs):
-        b = features.collate(fs, pad_id, multiple_of=8 if cuda else 1)
-        counts["tokens"] += int(b["attention_mask"].sum())
-        counts["computed"] += b["attention_mask"].numel()
-        counts["batches"] += 1
-        return b
+        return features.collate(fs, pad_id, multiple_of=8 if cuda else 1)
 
     class Wrapped(torch.nn.Module):       # Trainer calls model(**batch) and reads outputs["loss"]
         def __init__(self, inner):
@@ -416,6 +412,10 @@ def trainer_run(net, task: str, feats: list[dict], pad_id: int, batch: int, step
             self.inner = inner
 
         def forward(self, **b):
+            # counted here, not in collate: the dataloader may collate a batch that no step trains on
+            counts["tokens"] += int(b["attention_mask"].sum())
+            counts["computed"] += b["attention_mask"].numel()
+            counts["batches"] += 1
             return self.inner(task, b)
 
     class Clock(TrainerCallback):         # wall time from the first step's start to the last step's end
