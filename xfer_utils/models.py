@@ -59,7 +59,7 @@ def packing_refusal(config) -> str:
     if impl not in PACKING_ATTENTION:
         return (f"attention {impl!r} of {kind} takes no block-diagonal mask; packing needs "
                 f"{' or '.join(PACKING_ATTENTION)} (set packing='off')")
-    if kind == "deberta-v2" and (getattr(config, "conv_kernel_size", 0) or getattr(config, "z_steps", 0)):
+    if kind == "deberta-v2" and (getattr(config, "conv_kernel_size", 0) or (getattr(config, "z_steps", 0) or 0) > 1):
         return f"{kind} with a convolution layer or z_steps mixes neighbouring sequences; set packing='off'"
     return ""
 
