@@ -379,3 +379,81 @@ def command_line(script: str, argv=None) -> str:
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "XFER_SHARED_DATA") if os.environ.get(k))
     args = " ".join(argv if argv is not None else sys.argv[1:])
     return f"{env + ' ' if env else ''}python benchmarks/{script}.py {args}".strip()
+
+
+# ------------------------------------------------------------------ the HF Trainer, run the careful way
+TRAINER_KEYS = ("input_ids", "labels", "token_type_ids", "start_positions", "end_positions")
+
+
+def trainer_run(net, task: str, feats: list[dict], pad_id: int, batch: int, steps: int, seed: int, out_dir: str,
+                lr: float = 1e-5, bf16: bool = False, use_cpu: bool = False, order: list[int] | None = None) -> dict:
+    """`net` (a models.MultiTaskModel) trained on `feats` by transformers' Trainer as a careful user would run it:
+    dynamic padding (pad to the batch's longest: the same `features.collate` the project's loop uses, rounded to a
+    multiple of 8 on a GPU), length-grouped sampling (train_sampling_strategy="group_by_length"), fused AdamW and
+    the protocol's optimizer settings, no saving, no evaluation, no logging. Timed from the first to the last
+    optimizer step's end (a TrainerCallback; Trainer's own setup left out, as TrainResult.seconds leaves out the
+    project's). `order`: example indices to draw in this order instead of Trainer's length-grouped sampler (the
+    project loop's batches, `project_order`: both loops then compute the same batches). Returns seconds, steps,
+    real and computed tokens of the timed steps."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from xfer_utils import features
+
+    cuda = torch.cuda.is_available() and not use_cpu
+    counts = {"tokens": 0, "computed": 0, "batches": 0}
+
+    def collate(fs):
+        return features.collate(fs, pad_id, multiple_of=8 if cuda else 1)
+
+    class Wrapped(torch.nn.Module):       # Trainer calls model(**batch) and reads outputs["loss"]
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **b):
+            # counted here, not in collate: the dataloader may collate a batch that no step trains on
+            counts["tokens"] += int(b["attention_mask"].sum())
+            counts["computed"] += b["attention_mask"].numel()
+            counts["batches"] += 1
+            return self.inner(task, b)
+
+    class Clock(TrainerCallback):         # wall time from the first step's start to the last step's end
+        t0 = t1 = None
+
+        def on_step_begin(self, args, state, control, **kw):
+            if Clock.t0 is None:
+                Clock.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            Clock.t1 = time.perf_counter()
+
+    ds = [{k: f[k] for k in TRAINER_KEYS if k in f} for f in feats]
+    args = TrainingArguments(
+        output_dir=out_dir, per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr,
+        weight_decay=0.01, warmup_steps=int(0.1 * steps), lr_scheduler_type="linear", max_grad_norm=1.0,
+        optim="adamw_torch_fused", adam_epsilon=1e-8, train_sampling_strategy="group_by_length", seed=seed,
+        bf16=bf16, use_cpu=not cuda, save_strategy="no", eval_strategy="no", logging_strategy="no",
+        report_to="none", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
+        dataloader_pin_memory=cuda)
+    class Ordered(Trainer):
+        def _get_train_sampler(self, *a, **k):
+            return list(order)
+
+    trainer = (Trainer if order is None else Ordered)(model=Wrapped(net), args=args, train_dataset=ds,
+                                                      data_collator=collate, callbacks=[Clock()])
+    from transformers.trainer_callback import PrinterCallback
+    trainer.remove_callback(PrinterCallback)      # it prints the final metrics dict to stdout
+    trainer.train()
+    return {"seconds": Clock.t1 - Clock.t0, "steps": trainer.state.global_step, "tokens": counts["tokens"],
+            "computed_tokens": counts["computed"], "batches": counts["batches"]}
+
+
+def project_order(feats: list[dict], batch: int, steps: int, seed: int) -> list[int]:
+    """The example order of the project loop's first `steps` batches (train.schedule with the loop's settings: one
+    process, no accumulation, length grouping), for `trainer_run(order=...)`."""
+    from xfer_utils import train
+    sched = train.schedule({"t": [f["length"] for f in feats]}, batch, 1, 1.0, seed, True, max_steps=steps)
+    return [i for _, mbs in sched for mb in mbs for i in mb]

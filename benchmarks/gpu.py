@@ -20,6 +20,16 @@ Without CUDA (and without --force-cpu) it prints "skipped: no CUDA" and exits 0 
    the final checkpoint write (~7 GB for XLM-R large with AdamW state) and the first-step warm-up cancel out.
    MFU = 6 * N * tokens per second / peak_bf16 (``mfu``: computed tokens; ``useful_mfu``: real tokens);
    ``mfu_with_attention`` adds the 12 * layers * d * L^2 attention FLOPs per sequence (performance.md §0).
+   Arms (issue 20), each at every (length, lengths) shape:
+   - ``project``: the training loop's defaults with packing off (bf16, dynamic padding, length grouping);
+   - ``packed``: the same with ``packing="on"`` (padding-free rows, block-diagonal attention: features.pack);
+   - ``compiled``: the same with ``compile=True`` (torch.compile of the encoder, widths in compile_buckets);
+   - ``trainer``: transformers' Trainer the careful way (dynamic padding, group_by_length, fused AdamW, bf16;
+     benchmarks/_common.trainer_run), timed over its steps with the same differential;
+   - ``baseline``: the reference implementation's way (fp32, fixed padding, no grouping).
+   ``short`` adds the short-sentence shape (Tatoeba-like lengths, PAN-X / SST-2 territory: ~13-15 tokens) at 128,
+   where launch overhead, not FLOPs, bounds a step. ``--arms`` picks a subset; ``--tiny`` runs ``compiled`` at the
+   first shape only.
 Target (issue 8): >= 40 % MFU at length 256 with the project's options.
 """
 from __future__ import annotations
@@ -41,6 +51,9 @@ import _common as C  # noqa: E402
 LARGE = dict(layers=24, hidden=1024, heads=16, intermediate=4096, vocab=250_002)
 TINY = dict(layers=2, hidden=64, heads=2, intermediate=128, vocab=1000)
 DIST = {128: "tagging", 256: "pair", 384: "qa"}
+ARMS = ("project", "packed", "compiled", "trainer", "baseline")
+OPTIONS = {"project": dict(packing="off"), "packed": dict(packing="on"), "compiled": dict(packing="off", compile=True),
+           "baseline": dict(pad_to_max_length=True, group_by_length=False, precision="fp32", packing="off")}
 
 
 def matmul_tflops(device, dtype, n: int = 8192, iters: int = 20) -> float:
@@ -66,9 +79,10 @@ def matmul_tflops(device, dtype, n: int = 8192, iters: int = 20) -> float:
     return 2 * n ** 3 * iters / seconds / 1e12
 
 
-def make_features(n: int, length: int, realistic: bool, vocab: int, rng: random.Random) -> list[dict]:
-    """Classification features of random token ids: exactly `length` tokens, or lognormal lengths <= length."""
-    lens = C.synthetic_lengths(DIST.get(length, "pair"), n, rng) if realistic else [length] * n
+def make_features(n: int, length: int, realistic: bool, vocab: int, rng: random.Random, dist: str = "") -> list[dict]:
+    """Classification features of random token ids: exactly `length` tokens, or lognormal lengths <= length (of
+    `dist`, by default the task shape DIST gives the length)."""
+    lens = C.synthetic_lengths(dist or DIST.get(length, "pair"), n, rng) if realistic else [length] * n
     return [{"input_ids": [0] + [rng.randrange(5, vocab - 1) for _ in range(max(0, min(L, length) - 2))] + [2],
              "labels": rng.randrange(2), "length": max(2, min(L, length))} for L in lens]
 
@@ -77,22 +91,32 @@ class _Tok:   # train() needs only pad_token_id from the tokenizer (no MLM, no d
     pad_token_id = 1
 
 
-def timed_train(encoder0, feats, length, mode, steps, batch, ckpt_root) -> dict:
+def timed_train(encoder0, feats, length, mode, steps, batch, ckpt_root, force_cpu: bool = False) -> dict:
     import torch
     from xfer_utils import models, train
     torch.manual_seed(0)
     model = models.MultiTaskModel(copy.deepcopy(encoder0), {"t": ("classification", 2)})
-    opts = dict(pad_to_max_length=True, group_by_length=False, precision="fp32") if mode == "baseline" else {}
-    cfg = train.TrainConfig(lr=1e-5, epochs=1.0, batch_size=batch, max_steps=steps, eval_every=0,
-                            checkpoint_every=0, seed=1, **opts)
-    td = train.TaskData("t", "classification", train=feats, max_length=length, dev=None)
-    r = train.train(model, _Tok(), [td], cfg, tempfile.mkdtemp(dir=ckpt_root), progress=False, log=lambda *a: None)
+    if mode == "trainer":
+        cuda = torch.cuda.is_available() and not force_cpu
+        r = C.trainer_run(model, "t", feats, _Tok.pad_token_id, batch, steps, 1, tempfile.mkdtemp(dir=ckpt_root),
+                          bf16=cuda, use_cpu=not cuda)
+        out = {"seconds": r["seconds"], "tokens": r["tokens"], "computed": r["computed_tokens"],
+               "precision": "bf16" if cuda else "fp32"}
+    else:
+        if mode == "compiled":
+            torch._dynamo.reset()
+        cfg = train.TrainConfig(lr=1e-5, epochs=1.0, batch_size=batch, max_steps=steps, eval_every=0,
+                                checkpoint_every=0, seed=1, **OPTIONS[mode])
+        td = train.TaskData("t", "classification", train=feats, max_length=length, dev=None)
+        r = train.train(model, _Tok(), [td], cfg, tempfile.mkdtemp(dir=ckpt_root), progress=False,
+                        log=lambda *a: None)
+        out = {"seconds": r.seconds, "tokens": r.tokens, "computed": r.computed_tokens,
+               "precision": train.choose_precision(cfg.precision)}
     del model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"seconds": r.seconds, "tokens": r.tokens, "computed": r.computed_tokens,
-            "precision": train.choose_precision(cfg.precision)}
+    return out
 
 
 def main(argv=None) -> int:
@@ -103,17 +127,22 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="5,25", help="S1,S2 optimizer steps of the two timed runs (differential)")
     ap.add_argument("--force-cpu", action="store_true", help="run on the CPU anyway (with --tiny: a code check)")
     ap.add_argument("--tiny", action="store_true", help="tiny model and sizes (tests)")
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ",".join(ARMS))
     a = ap.parse_args(argv)
     import torch
     if not torch.cuda.is_available() and not a.force_cpu:
         msg = ("skipped: no CUDA device (torch.cuda.is_available() is False). On a GPU this measures bf16 matmul "
                "TFLOP/s and, for an XLM-R-large-shaped model at lengths 128/256/384, training tokens/s and MFU "
-               "with the project's options (bf16, dynamic padding, length grouping, fused AdamW) and the reference "
-               "way (fp32, fixed padding).")
+               "with the project's options (bf16, dynamic padding, length grouping, fused AdamW; packing; "
+               "torch.compile), transformers' Trainer (dynamic padding, group_by_length) and the reference way "
+               "(fp32, fixed padding).")
         print(msg)
         C.write_json(a.json, {"benchmark": "gpu", "skipped": msg, "machine": C.machine(),
                               "date": time.strftime("%Y-%m-%d %H:%M:%S %z")})
         return 0
+    arms = [x for x in a.arms.split(",") if x]
+    if not arms or set(arms) - set(ARMS):
+        raise SystemExit(f"--arms: unknown arm in {a.arms!r}; valid arms: {', '.join(ARMS)}")
     shape = TINY if a.tiny else LARGE
     lengths = [int(x) for x in a.lengths.split(",")]
     s1, s2 = (int(x) for x in a.steps.split(","))
@@ -140,36 +169,45 @@ def main(argv=None) -> int:
     rows = []
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="xfer-gpu-", dir=shm) as ck:
-        for L in lengths:
-            for kind in ("full", "realistic"):
-                feats = make_features(a.batch * (s2 + 2), L, kind == "realistic", shape["vocab"], rng)
-                for mode in ("project", "baseline"):
-                    try:
-                        r1 = timed_train(encoder0, feats, L, mode, s1, a.batch, ck)
-                        r2 = timed_train(encoder0, feats, L, mode, s2, a.batch, ck)
-                    except torch.OutOfMemoryError as e:    # noqa: PERF203
-                        rows.append({"length": L, "kind": kind, "mode": mode, "error": f"OOM: {e}"[:200]})
-                        continue
-                    dt = (r2["seconds"] - r1["seconds"]) / (s2 - s1)
-                    tok = (r2["tokens"] - r1["tokens"]) / (s2 - s1)
-                    comp = (r2["computed"] - r1["computed"]) / (s2 - s1)
-                    seqs = a.batch
-                    width = comp / seqs
-                    attn = 12 * shape["layers"] * shape["hidden"] * width ** 2 * seqs
-                    row = {"length": L, "kind": kind, "mode": mode, "precision": r2["precision"],
-                           "step_seconds": dt, "tokens_per_s": tok / dt, "computed_tokens_per_s": comp / dt,
-                           "padding_efficiency": tok / comp,
-                           "mfu": 6 * n_params * comp / dt / (peak * 1e12),
-                           "useful_mfu": 6 * n_params * tok / dt / (peak * 1e12),
-                           "mfu_with_attention": (6 * n_params * comp + attn) / dt / (peak * 1e12)}
-                    rows.append(row)
-                    print(f"  L={L:4d} {kind:9s} {mode:8s} {row['tokens_per_s']:10.0f} real tok/s  "
-                          f"MFU {row['mfu']:.3f}  useful {row['useful_mfu']:.3f}", flush=True)
+        shapes = [(L, kind) for L in lengths for kind in ("full", "realistic")]
+        shapes += [(min(lengths), "short")]           # PAN-X / SST-2-length sentences: the launch-bound case
+        for L, kind in shapes:
+            feats = make_features(a.batch * (s2 + 2), L, kind != "full", shape["vocab"], rng,
+                                  "sentence" if kind == "short" else "")
+            for mode in arms:
+                if a.tiny and mode == "compiled" and (L, kind) != shapes[0]:
+                    continue      # a code check: one shape (each compile takes ~15 s on a CPU)
+                try:
+                    r1 = timed_train(encoder0, feats, L, mode, s1, a.batch, ck, a.force_cpu)
+                    r2 = timed_train(encoder0, feats, L, mode, s2, a.batch, ck, a.force_cpu)
+                except torch.OutOfMemoryError as e:    # noqa: PERF203
+                    rows.append({"length": L, "kind": kind, "mode": mode, "error": f"OOM: {e}"[:200]})
+                    continue
+                dt = (r2["seconds"] - r1["seconds"]) / (s2 - s1)
+                tok = (r2["tokens"] - r1["tokens"]) / (s2 - s1)
+                comp = (r2["computed"] - r1["computed"]) / (s2 - s1)
+                seqs = a.batch
+                width = comp / seqs
+                # packed rows attend over their whole width: the per-sequence formula does not hold there
+                attn = 12 * shape["layers"] * shape["hidden"] * width ** 2 * seqs if mode != "packed" else None
+                row = {"length": L, "kind": kind, "mode": mode, "precision": r2["precision"],
+                       "step_seconds": dt, "tokens_per_s": tok / dt, "computed_tokens_per_s": comp / dt,
+                       "padding_efficiency": tok / comp,
+                       "mfu": 6 * n_params * comp / dt / (peak * 1e12),
+                       "useful_mfu": 6 * n_params * tok / dt / (peak * 1e12),
+                       "mfu_with_attention": (6 * n_params * comp + attn) / dt / (peak * 1e12)
+                       if attn is not None else None}
+                rows.append(row)
+                print(f"  L={L:4d} {kind:9s} {mode:8s} {row['tokens_per_s']:10.0f} real tok/s  "
+                      f"MFU {row['mfu']:.3f}  useful {row['useful_mfu']:.3f}", flush=True)
     ok = [r for r in rows if "error" not in r]
     for r in ok:
-        base = next((q for q in ok if q["length"] == r["length"] and q["kind"] == r["kind"]
-                     and q["mode"] == "baseline"), None)
+        def arm(name):
+            return next((q for q in ok if q["length"] == r["length"] and q["kind"] == r["kind"]
+                         and q["mode"] == name), None)
+        base, hf = arm("baseline"), arm("trainer")
         r["speedup"] = r["tokens_per_s"] / base["tokens_per_s"] if base else None
+        r["vs_trainer"] = r["tokens_per_s"] / hf["tokens_per_s"] if hf else None
     m256 = next((r["mfu"] for r in ok if r["length"] == 256 and r["kind"] == "full" and r["mode"] == "project"),
                 None)
     result = {"benchmark": "gpu", "device": C.machine().get("cuda") or "cpu", "peak_bf16_tflops": peak,
@@ -184,7 +222,8 @@ def main(argv=None) -> int:
     print(C.table(ok, [("length", "L", "d"), ("kind", "lengths", "s"), ("mode", "arm", "s"),
                        ("precision", "precision", "s"), ("tokens_per_s", "real tok/s", ".0f"),
                        ("padding_efficiency", "pad eff", ".3f"), ("mfu", "MFU", ".3f"),
-                       ("useful_mfu", "useful MFU", ".3f"), ("speedup", "speedup", ".2f")]))
+                       ("useful_mfu", "useful MFU", ".3f"), ("speedup", "speedup", ".2f"),
+                       ("vs_trainer", "vs Trainer", ".2f")]))
     if m256 is not None:
         print(f"\nMFU at L=256 (project, full-length sequences): {m256:.1%} (target >= 40%)")
     C.write_json(a.json, result)

@@ -12,17 +12,28 @@ size and number of optimizer steps. Only the three speed options differ:
                             on a GPU only: features.pad_multiple),
                             group_by_length=True, precision="auto" (bf16/fp16 on a GPU; fp32 on a CPU, so on
                             this machine both arms run fp32 and the difference is padding + grouping only)
+    trainer:                transformers' Trainer run the careful way (_common.trainer_run): the same model copy,
+                            features, batch, steps and optimizer settings, dynamic padding (the same collate),
+                            train_sampling_strategy="group_by_length", fused AdamW; timed over its steps only.
+                            Its sampler puts the longest batches first, so a few timed steps see longer
+                            sequences than the project's shuffled batches do;
+    trainer_same_batches:   the same Trainer drawing the project loop's batches (_common.project_order): both loops
+                            compute identical batches, so the ratio is the loops' own speed
 
 Data: four task shapes with real length distributions from ../shared/data (XQuAD question+context as span-QA
 windows, STS pairs, UD sentences as tagging, Tatoeba lines as single-sentence classification), tokenized by
 ``xfer_utils.features`` with a tokenizer trained on that text (``_common.load_world``); synthetic fallback.
 
+All arms are timed over their optimizer steps: the project's TrainResult.seconds less its final ``last.pt`` write
+(timed apart, ``save_seconds``), the Trainer's from its first step's start to its last step's end.
+
 Reported per task and overall: real (non-pad) tokens per second (TrainResult.tokens / seconds), computed tokens,
 padding efficiency (real / computed) of the timed steps and of one whole epoch's batch schedule
 (``train.schedule`` + ``features.collate``, no compute), and the speedup (project real tok/s / baseline real tok/s).
 Headline JSON keys: ``speedup`` (geometric mean over the four task shapes of project real tok/s over baseline)
-and ``padding_efficiency`` (mean over the task shapes, project, one whole epoch). TrainResult.seconds includes the final
-``last.pt`` write (written to a tmpfs folder here); evaluation is off (dev=None).
+and ``padding_efficiency`` (mean over the task shapes, project, one whole epoch); ``vs_trainer`` / ``vs_trainer_min``
+(project real tok/s over the Trainer's: geometric mean and lowest task). The ``last.pt`` write goes to a tmpfs
+folder and is left out of the time (above); evaluation is off (dev=None).
 """
 from __future__ import annotations
 
@@ -39,6 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _common as C  # noqa: E402
+
+
+ARMS = ("baseline", "project", "trainer", "trainer_same_batches")
 
 
 def epoch_efficiency(feats: list[dict], pad_id: int, batch: int, max_length: int, seed: int) -> dict:
@@ -60,6 +74,15 @@ def epoch_efficiency(feats: list[dict], pad_id: int, batch: int, max_length: int
             real += int(b["attention_mask"].sum())
             comp += b["attention_mask"].numel()
         out[name] = real / comp
+    # padding-free rows (TrainConfig.packing, on by default on GPUs): the project's batches packed into rows of the
+    # task's max length, rounded to 8 as on a GPU
+    steps = train.schedule({"t": lengths}, batch, 1, 1.0, seed, True)
+    real = comp = 0
+    for _, mbs in steps:
+        b = features.collate([{"input_ids": feats[i]["input_ids"]} for i in mbs[0]], pad_id, multiple_of=1)
+        real += int(b["attention_mask"].sum())
+        comp += features.pack(b, max_length, pad_id, 8)["packed_input_ids"].numel()
+    out["packed_round8"] = real / comp
     # jiant's --smart_truncate: cached tensors cut to the longest example of the split (still static shapes)
     out["baseline_smart_truncate"] = sum(lengths) / (len(lengths) * max(lengths))
     out["mean_length"] = sum(lengths) / len(lengths)
@@ -68,24 +91,69 @@ def epoch_efficiency(feats: list[dict], pad_id: int, batch: int, max_length: int
 
 
 def run_arm(encoder0, tokenizer, kind: str, feats: list[dict], mode: str, steps: int, batch: int, seed: int,
-            ckpt_root: str) -> dict:
+            ckpt_root: str, differential: bool = False) -> dict:
+    """One arm's figures over `steps` optimizer steps; `differential`: the marginal cost of `steps` steps, measured
+    as a run of 1 + `steps` steps less a run of 1 step (wall clock and CPU time alike), so every fixed cost (setup,
+    the first step's lazy initialisation, the final checkpoint write) cancels in every arm the same way."""
+    if differential:
+        a = _run_arm(encoder0, tokenizer, kind, feats, mode, 1, batch, seed, ckpt_root)
+        b = _run_arm(encoder0, tokenizer, kind, feats, mode, 1 + steps, batch, seed, ckpt_root)
+        out = dict(b)
+        for key in ("seconds", "cpu_seconds", "tokens", "computed_tokens"):
+            out[key] = b[key] - a[key]
+        out["steps"] = b["steps"] - a["steps"]
+        out.update(tokens_per_cpu_s=out["tokens"] / out["cpu_seconds"], tokens_per_s=out["tokens"] / out["seconds"],
+                   computed_per_s=out["computed_tokens"] / out["seconds"],
+                   padding_efficiency=out["tokens"] / out["computed_tokens"], differential=True)
+        return out
+    return _run_arm(encoder0, tokenizer, kind, feats, mode, steps, batch, seed, ckpt_root)
+
+
+def _run_arm(encoder0, tokenizer, kind: str, feats: list[dict], mode: str, steps: int, batch: int, seed: int,
+             ckpt_root: str) -> dict:
     import torch
     from xfer_utils import models, train
     task_type, n_labels, max_length = C.KINDS[kind]
     torch.manual_seed(seed)
     model = models.MultiTaskModel(copy.deepcopy(encoder0), {kind: (task_type, n_labels)})
+    if mode in ("trainer", "trainer_same_batches"):
+        c0 = time.process_time()      # CPU time includes Trainer's setup (cancels with --differential)
+        order = C.project_order(feats, batch, steps, seed) if mode == "trainer_same_batches" else None
+        r = C.trainer_run(model, kind, feats, tokenizer.pad_token_id, batch, steps, seed,
+                          tempfile.mkdtemp(prefix=f"{kind}-trainer-", dir=ckpt_root), order=order)
+        cpu = time.process_time() - c0
+        return {"task": kind, "mode": mode, "precision": "fp32" if not torch.cuda.is_available() else "bf16",
+                "steps": r["steps"], "batches": r["batches"], "seconds": r["seconds"], "cpu_seconds": cpu,
+                "tokens": r["tokens"],
+                "computed_tokens": r["computed_tokens"], "tokens_per_cpu_s": r["tokens"] / cpu,
+                "tokens_per_s": r["tokens"] / r["seconds"], "computed_per_s": r["computed_tokens"] / r["seconds"],
+                "padding_efficiency": r["tokens"] / r["computed_tokens"]}
     opts = dict(pad_to_max_length=True, group_by_length=False, precision="fp32") if mode == "baseline" else {}
     cfg = train.TrainConfig(lr=1e-5, epochs=1.0, batch_size=batch, max_steps=steps, eval_every=0,
                             checkpoint_every=0, seed=seed, **opts)
     td = train.TaskData(kind, task_type, train=feats, max_length=max_length, dev=None)
     ckpt = tempfile.mkdtemp(prefix=f"{kind}-{mode}-", dir=ckpt_root)   # fresh: train() skips a finished dir
-    c0 = time.process_time()
-    r = train.train(model, tokenizer, [td], cfg, ckpt, progress=False, log=lambda *a: None)
-    cpu = time.process_time() - c0
+    # the final last.pt write is timed apart and left out, as the Trainer arm saves nothing (save_strategy="no")
+    saving = [0.0, 0.0]
+    orig = train._atomic_save
+
+    def timed_save(obj, path):
+        t, c = time.perf_counter(), time.process_time()
+        orig(obj, path)
+        saving[0] += time.perf_counter() - t
+        saving[1] += time.process_time() - c
+    train._atomic_save = timed_save
+    try:
+        c0 = time.process_time()
+        r = train.train(model, tokenizer, [td], cfg, ckpt, progress=False, log=lambda *a: None)
+        cpu = time.process_time() - c0 - saving[1]
+    finally:
+        train._atomic_save = orig
+    seconds = r.seconds - saving[0]
     return {"task": kind, "mode": mode, "precision": train.choose_precision(cfg.precision), "steps": r.steps,
-            "seconds": r.seconds, "cpu_seconds": cpu, "tokens": r.tokens, "computed_tokens": r.computed_tokens,
-            "tokens_per_cpu_s": r.tokens / cpu,
-            "tokens_per_s": r.tokens / r.seconds, "computed_per_s": r.computed_tokens / r.seconds,
+            "seconds": seconds, "save_seconds": saving[0], "cpu_seconds": cpu, "tokens": r.tokens,
+            "computed_tokens": r.computed_tokens, "tokens_per_cpu_s": r.tokens / cpu,
+            "tokens_per_s": r.tokens / seconds, "computed_per_s": r.computed_tokens / seconds,
             "padding_efficiency": r.tokens / r.computed_tokens}
 
 
@@ -103,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default: all cores)")
     ap.add_argument("--synthetic", action="store_true", help="ignore ../shared/data; use the synthetic lengths")
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration (tests)")
+    ap.add_argument("--differential", action="store_true",
+                    help="time each arm as (1 + steps) steps less 1 step: fixed costs cancel (run_arm)")
     a = ap.parse_args(argv)
     import torch
     kinds = [k for k in a.tasks.split(",") if k]
@@ -128,13 +198,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="xfer-bench-", dir=shm) as ck:
         # warm-up (thread pools, allocator): one short untimed run per arm on the shortest task
         wk = kinds[-1]
-        for mode in ("project", "baseline"):
+        for mode in ARMS:
             run_arm(encoder0, tok, wk, feats[wk][: a.batch * 2], mode, 1, a.batch, a.seed, ck)
         for rep in range(a.repeats):
             for k in kinds:
-                order = ("baseline", "project") if rep % 2 == 0 else ("project", "baseline")
+                order = ARMS if rep % 2 == 0 else ARMS[::-1]
                 for mode in order:
-                    r = run_arm(encoder0, tok, k, feats[k], mode, a.steps, a.batch, a.seed, ck)
+                    r = run_arm(encoder0, tok, k, feats[k], mode, a.steps, a.batch, a.seed, ck, a.differential)
                     r["repeat"] = rep
                     runs.append(r)
                     print(f"  {k:8s} {mode:8s} {r['seconds']:7.2f} s  {r['tokens_per_s']:9.0f} real tok/s  "
@@ -143,7 +213,7 @@ def main(argv=None) -> int:
     for k in kinds:
         row = {"task": k, "type": C.KINDS[k][0], "max_length": C.KINDS[k][2], "examples": len(feats[k]),
                "mean_length": eff[k]["mean_length"]}
-        for mode in ("baseline", "project"):
+        for mode in ARMS:
             rs = [r for r in runs if r["task"] == k and r["mode"] == mode]
             row[f"{mode}_tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in rs)
             row[f"{mode}_tokens_per_cpu_s"] = statistics.median(r["tokens_per_cpu_s"] for r in rs)
@@ -154,9 +224,15 @@ def main(argv=None) -> int:
             row[f"{mode}_padding_efficiency_timed"] = row[f"{mode}_tokens"] / row[f"{mode}_computed_tokens"]
             row[f"{mode}_computed_per_s"] = row[f"{mode}_computed_tokens"] / row[f"{mode}_seconds"]
         row["speedup"] = row["project_tokens_per_s"] / row["baseline_tokens_per_s"]
+        row["vs_trainer"] = row["project_tokens_per_s"] / row["trainer_tokens_per_s"]
+        row["vs_trainer_same_batches"] = row["project_tokens_per_s"] / row["trainer_same_batches_tokens_per_s"]
+        row["vs_trainer_cpu_time"] = row["project_tokens_per_cpu_s"] / row["trainer_tokens_per_cpu_s"]
+        row["vs_trainer_same_batches_cpu_time"] = (row["project_tokens_per_cpu_s"]
+                                                   / row["trainer_same_batches_tokens_per_cpu_s"])
         row["speedup_cpu_time"] = row["project_tokens_per_cpu_s"] / row["baseline_tokens_per_cpu_s"]
         row["padding_efficiency_epoch"] = eff[k]["project"]
         row["padding_efficiency_epoch_round8"] = eff[k]["project_round8"]
+        row["padding_efficiency_epoch_packed_round8"] = eff[k]["packed_round8"]
         row["padding_efficiency_epoch_ungrouped"] = eff[k]["dynamic_ungrouped"]
         row["baseline_padding_efficiency_epoch"] = eff[k]["baseline"]
         row["baseline_smart_truncate_efficiency"] = eff[k]["baseline_smart_truncate"]
@@ -191,6 +267,14 @@ def main(argv=None) -> int:
         "padding_efficiency_definition": "mean over the task shapes of real / computed tokens over one whole epoch "
                                          "of the project's batch schedule",
         "speedup_cpu_time": geomean([r["speedup_cpu_time"] for r in per_task]),
+        "vs_trainer": geomean([r["vs_trainer"] for r in per_task]),
+        "vs_trainer_min": min(r["vs_trainer"] for r in per_task),
+        "vs_trainer_same_batches": geomean([r["vs_trainer_same_batches"] for r in per_task]),
+        "vs_trainer_same_batches_min": min(r["vs_trainer_same_batches"] for r in per_task),
+        "vs_trainer_cpu_time_min": min(r["vs_trainer_cpu_time"] for r in per_task),
+        "vs_trainer_same_batches_cpu_time_min": min(r["vs_trainer_same_batches_cpu_time"] for r in per_task),
+        "vs_trainer_definition": "project real tok/s / HF Trainer (dynamic padding, group_by_length) real tok/s "
+                                 "per task shape, median over repeats; vs_trainer: geometric mean, _min: the lowest",
         "speedup_pooled": pooled,
         "padding_efficiency_min": min(eff[k]["project"] for k in kinds),
         "padding_efficiency_token_weighted": sum(real.values()) / sum(real[k] / eff[k]["project"] for k in kinds),
@@ -199,16 +283,19 @@ def main(argv=None) -> int:
         "computed_tokens_per_s_ratio": compute_rate_ratio,
         "project_tokens_per_s": tot("project", "tokens") / tot("project", "seconds"),
         "baseline_tokens_per_s": tot("baseline", "tokens") / tot("baseline", "seconds"),
-        "targets": {"speedup": 2.0, "padding_efficiency": 0.9},
+        "targets": {"speedup": 2.0, "padding_efficiency": 0.9, "vs_trainer_min": 1.0},
         "tasks": per_task,
         "runs": runs,
         "config": {"steps": a.steps, "batch": a.batch, "examples_per_task": a.examples, "repeats": a.repeats,
                    "layers": a.layers, "hidden": a.hidden, "heads": heads, "intermediate": 4 * a.hidden,
                    "vocab": len(tok), "non_embedding_params": n_non_emb, "seed": a.seed, "tiny": a.tiny,
+                   "differential": a.differential,
                    "baseline": "pad_to_max_length=True, group_by_length=False, precision=fp32",
                    "project": "TrainConfig defaults: dynamic padding (multiple of 8), group_by_length, "
                               "precision auto (= fp32 on CPU)",
-                   "attention": "sdpa (both arms)"},
+                   "trainer": "transformers Trainer: features.collate (pad to longest), train_sampling_strategy="
+                              "group_by_length, adamw_torch_fused, same lr/decay/clipping; timed over its steps",
+                   "attention": "sdpa (all arms)"},
         "data": w["source"],
         "machine": C.machine(),
         "load_average_start": load0,
@@ -221,14 +308,22 @@ def main(argv=None) -> int:
     print(C.table(per_task, [("task", "task", "s"), ("max_length", "pad to", "d"), ("mean_length", "mean len", ".1f"),
                              ("baseline_tokens_per_s", "baseline real tok/s", ".0f"),
                              ("project_tokens_per_s", "project real tok/s", ".0f"), ("speedup", "speedup", ".2f"),
+                             ("trainer_tokens_per_s", "Trainer real tok/s", ".0f"),
+                             ("vs_trainer", "vs Trainer", ".2f"),
+                             ("trainer_same_batches_tokens_per_s", "Trainer same-batches tok/s", ".0f"),
+                             ("vs_trainer_same_batches", "vs same", ".2f"),
+                             ("vs_trainer_cpu_time", "vs T. CPU", ".2f"),
+                             ("vs_trainer_same_batches_cpu_time", "vs same CPU", ".2f"),
                              ("speedup_cpu_time", "by CPU time", ".2f"),
                              ("baseline_padding_efficiency_epoch", "baseline eff", ".3f"),
                              ("padding_efficiency_epoch", "project eff", ".3f"),
-                             ("padding_efficiency_epoch_round8", "eff x8 (GPU)", ".3f")]))
+                             ("padding_efficiency_epoch_round8", "eff x8 (GPU)", ".3f"),
+                             ("padding_efficiency_epoch_packed_round8", "packed x8 (GPU)", ".3f")]))
     print(f"\nspeedup {speedup:.2f}x (geometric mean over tasks, wall clock; target >= 2; by CPU time "
           f"{result['speedup_cpu_time']:.2f}x; pooled {pooled:.2f}x); padding efficiency {pad_eff:.3f} (mean over "
           f"tasks, target >= 0.9; min {result['padding_efficiency_min']:.3f}; baseline {base_eff:.3f}); "
-          f"computed-token rate ratio {compute_rate_ratio:.2f}; load average {load0} -> {load1}")
+          f"computed-token rate ratio {compute_rate_ratio:.2f}; project vs HF Trainer {result['vs_trainer']:.2f}x "
+          f"(lowest task {result['vs_trainer_min']:.2f}x); load average {load0} -> {load1}")
     C.write_json(a.json, result)
     return 0
 

@@ -180,3 +180,66 @@ def test_failed_run_is_kept_aside_and_blocks_only_its_dependents(tmp_path):
     runner.status(TOY_FAIL, outputs, out=st)
     assert st[-1] == "plan toy_fail: 3 done, 1 failed, 2 pending"
     shutil.rmtree(outputs)
+
+
+# ---- several runs per GPU (runner.Placer, --runs-per-gpu) ----
+
+def _run(run_id, model="xlmr-large", gpu_mem=None, strategy=None):
+    params = {"model": model, **({"strategy": strategy} if strategy else {})}
+    return plans.Run(run_id=run_id, phase="target", notebook=Path("nb.ipynb"), values={}, params=params,
+                     explicit=frozenset(), resources={"gpu_mem": gpu_mem} if gpu_mem else {})
+
+
+def test_placer_fills_gpus_by_memory_estimate_and_per_gpu_limit():
+    """Pins placement: runs go to the least-loaded GPU while the per-GPU limit and the memory planner's estimates
+    (ladder.estimate_memory_gb: ~14 GB for XLM-R large, full fine-tuning) fit the GPU; a run without an estimate
+    (a model off the ladder) runs alone; nothing fits -> None (it waits); bad limits fail in one sentence."""
+    p = runner.Placer(["0", "1"], per_gpu=3, capacity_gb=30)
+    gpus = [p.place(_run(f"r{i}"))[0] for i in range(4)]
+    assert gpus == ["0", "1", "0", "1"]                     # 2 x 14 GB per GPU; a third would pass 30 GB
+    assert p.place(_run("r4")) is None
+    g, line = p.place(_run("base", model="xlmr-base", gpu_mem=40))   # its own gpu_mem: 28 + 7.2 <= 40
+    assert g == "0" and line.startswith("placed target/base on GPU 0 (7.2 GB estimated; GPU 0 now runs 3/3")
+    p.release(_run("r0"))
+    p.release(_run("r1"))
+    assert p.place(_run("odd", model="Org/Unknown")) is None         # needs an empty GPU
+    p.release(_run("r3"))
+    g, line = p.place(_run("odd", model="Org/Unknown"))
+    assert g == "1" and "no estimate: alone" in line
+    assert p.place(_run("r5", model="xlmr-base")) is not None and p.held["1"] == {"odd": None}
+    with pytest.raises(ValueError, match="runs per GPU must be >= 1"):
+        runner.Placer(["0"], 0)
+    with pytest.raises(ValueError, match="needs GPUs .* name them with --gpus"):
+        runner.Placer([], 2)
+
+
+@pytest.mark.slow
+def test_two_tiny_runs_sharing_one_gpu_give_the_rows_of_running_them_one_by_one(world, tmp_path):
+    """Pins that sharing a device changes no result: two tiny training runs (10_intermediate on tiny-xlmr-s)
+    placed together on one "GPU" (--gpus 0 --runs-per-gpu 2; on CPU the id only reaches CUDA_VISIBLE_DEVICES) give
+    results.csv rows equal to a sequential run's, and the runner says where it placed each."""
+    repo = Path(__file__).resolve().parents[1]
+    plan = tmp_path / "share.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "share", "defaults": {"model": "tiny-xlmr-s", "data_dir": "tiny", "seed": 1},
+        "phases": {"intermediate": {
+            "notebook": str(repo / "notebooks" / "10_intermediate.ipynb"),
+            "params": {"lr": 0.003, "batch_size": 8, "max_steps": 2, "eval_every": 2, "checkpoint_every": 2,
+                       "eval_examples": 8, "max_train_examples": 16},
+            "grid": {"intermediate": ["mnli", "squad"]}}}}, sort_keys=False))
+    tables = {}
+    for mode in ("sequential", "shared"):
+        out = Lines()
+        kw = {"runs_per_gpu": 2, "gpus": "0"} if mode == "shared" else {}
+        assert runner.run_plan(plan, outputs=tmp_path / mode / "outputs", out=out, **kw) == 0, "\n".join(out)
+        if mode == "shared":
+            placed = [s for s in out if s.startswith("placed ")]
+            assert len(placed) == 2 and all(" on GPU 0 " in s for s in placed)
+            assert "GPU 0 now runs 2/2" in placed[1]                 # both at once on the one device
+        df = results.load_csv(tmp_path / mode / "outputs" / "share" / "results.csv")
+        tables[mode] = df.drop(columns=["created_at"])     # when a row was written: the one column that may differ
+    a = tables["sequential"].sort_values(list(tables["sequential"].columns[:6])).reset_index(drop=True)
+    b = tables["shared"].sort_values(list(tables["shared"].columns[:6])).reset_index(drop=True)
+    assert len(a) >= 2
+    import pandas as pd
+    pd.testing.assert_frame_equal(a, b)

@@ -257,3 +257,75 @@ def collate(feats: list[dict], pad_id: int, pad_to: int | None = None, multiple_
         if k in feats[0]:
             batch[k] = torch.tensor([f[k] for f in feats], dtype=torch.long)
     return batch
+
+
+def _first_fit(lengths: list[int], width: int) -> list[list[int]]:
+    """First-fit decreasing: rows of sequence indices, each row's lengths summing to at most `width`."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        r = next((k for k, free in enumerate(room) if free >= lengths[i]), None)
+        if r is None:
+            rows.append([])
+            room.append(width)
+            r = len(rows) - 1
+        rows[r].append(i)
+        room[r] -= lengths[i]
+    return rows
+
+
+def pack(batch: dict, width: int, pad_id: int, multiple_of: int = 1, position_offset: int = 0,
+         bucket_rows: bool = False, fixed_width: bool = False) -> dict:
+    """Padding-free layout of a padded batch (`collate`, after any MLM masking): the sequences (every choice of a
+    multiple-choice example is one) placed first-fit-decreasing into rows of at most `width` tokens (at least the
+    longest sequence; the width with fewest slots, rounded up to `multiple_of`), each keeping its own positions (`position_offset` + 0, 1, ...: RoBERTa's
+    ids restart at padding_idx + 1, models.packing_scheme). Adds to a copy of `batch`:
+    packed_input_ids / packed_position_ids / packed_token_type_ids (rows, width), packed_segments (rows, width: the
+    sequence's index within its row; -1 on the slots left over, which attend only to each other so that no
+    attention row is empty) and pack_index (sequences, padded length): where each padded slot's token sits in the
+    flattened rows (0 on padding, which models.MultiTaskModel zeroes). The padded keys stay: heads read labels,
+    masks and per-sequence outputs in the padded layout, so they are the same code in both layouts. `bucket_rows`
+    rounds the number of rows up to a power of two with empty rows and `fixed_width` keeps rows `width` wide (a
+    compiled encoder then sees a few shapes: train.TrainConfig.compile)."""
+    mask = batch["attention_mask"]
+    ids = batch["input_ids"].reshape(-1, mask.shape[-1])
+    flat_mask = mask.reshape(-1, mask.shape[-1])
+    lengths = flat_mask.sum(1).tolist()
+    if any(flat_mask[i, :n].sum() != n for i, n in enumerate(lengths)):
+        raise ValueError("packing needs right-padded sequences (features.collate's layout)")
+    longest = -(-max(lengths) // multiple_of) * multiple_of
+    cap = max(-(-width // multiple_of) * multiple_of, longest)
+    # the row width that computes fewest slots: multiples of the longest sequence up to `width`, and `width`
+    # itself (ties: the narrower, whose attention is cheaper). Width = longest already never computes more than
+    # padding to the longest, so packing never costs tokens.
+    best = None
+    for w in [cap] if fixed_width else sorted({*range(longest, cap + 1, longest), cap}):
+        rows = _first_fit(lengths, w)
+        if best is None or len(rows) * w < len(best[1]) * best[0]:
+            best = (w, rows)
+    width, rows = best
+    n_rows = 1 << (len(rows) - 1).bit_length() if bucket_rows else len(rows)
+    p_ids = torch.full((n_rows, width), pad_id, dtype=ids.dtype)
+    p_pos = torch.zeros((n_rows, width), dtype=torch.long)
+    p_seg = torch.full((n_rows, width), -1, dtype=torch.long)
+    types = batch.get("token_type_ids")
+    flat_types = types.reshape(-1, mask.shape[-1]) if types is not None else None
+    p_types = torch.zeros((n_rows, width), dtype=torch.long) if types is not None else None
+    index = torch.zeros(flat_mask.shape, dtype=torch.long)
+    for r, members in enumerate(rows):
+        at = 0
+        for s, i in enumerate(members):
+            n = lengths[i]
+            p_ids[r, at:at + n] = ids[i, :n]
+            p_pos[r, at:at + n] = torch.arange(position_offset, position_offset + n)
+            p_seg[r, at:at + n] = s
+            if p_types is not None:
+                p_types[r, at:at + n] = flat_types[i, :n]
+            index[i, :n] = torch.arange(r * width + at, r * width + at + n)
+            at += n
+    out = dict(batch)
+    out.update(packed_input_ids=p_ids, packed_position_ids=p_pos, packed_segments=p_seg,
+               pack_index=index.view(mask.shape))
+    if p_types is not None:
+        out["packed_token_type_ids"] = p_types
+    return out

@@ -67,9 +67,14 @@ def model_identity(model: str, init_from: str = "") -> dict:
     return out
 
 
-def settings(cfg, tds, identity: dict | None, precision: str, fsdp: bool) -> dict:
-    """The flat settings a checkpoint's digest is computed from (also shown when they differ)."""
-    s = {k: v for k, v in asdict(cfg).items() if k not in NOT_WEIGHTS}
+def settings(cfg, tds, identity: dict | None, precision: str, fsdp: bool, packed: bool = False) -> dict:
+    """The flat settings a checkpoint's digest is computed from (also shown when they differ). Packing counts as
+    resolved (`packed`: 'auto' means other things on other devices) and only when on, so digests of runs from before
+    the option existed stay the same; a compiled encoder computes the same weights (a resume may change it)."""
+    s = {k: v for k, v in asdict(cfg).items() if k not in NOT_WEIGHTS + ("packing", "compile")}
+    if packed:
+        s["packed"] = True
+
     s["precision"] = precision
     s["fsdp"] = fsdp
     s.update(identity or {})

@@ -35,6 +35,40 @@ def uses_token_types(config) -> bool:
     return int(getattr(config, "type_vocab_size", 0) or 0) > 1
 
 
+# Packing (train.TrainConfig.packing, features.pack): several sequences in one row, each attending only within itself
+# (a block-diagonal mask), with its own positions. Exact per family, not approximate:
+# - absolute positions (BERT, RemBERT, DistilBERT) restart at 0, RoBERTa's (XLM-R, XLM-R XL) at padding_idx + 1,
+#   passed as position_ids;
+# - relative positions (mT5's buckets, DeBERTa-v2's c2p/p2c buckets) depend on query - key only, which packing keeps
+#   within a sequence; the mask removes every pair across sequences. DeBERTa-v2's optional convolution layer
+#   (conv_kernel_size) would mix neighbouring sequences: refused.
+# tests/test_packing.py checks losses and gradients equal the padded layout's, per family and head type.
+PACKING_SCHEMES = {"xlm-roberta": "roberta", "xlm-roberta-xl": "roberta", "roberta": "roberta", "bert": "absolute",
+                   "rembert": "absolute", "distilbert": "absolute", "deberta-v2": "relative", "mt5": "relative",
+                   "t5": "relative"}
+PACKING_ATTENTION = ("sdpa", "eager")
+
+
+def packing_refusal(config) -> str:
+    """Why this encoder cannot take packed rows ('' when it can)."""
+    kind = config.model_type
+    if kind not in PACKING_SCHEMES:
+        return (f"model type {kind!r} has no packing support; packing supports: {', '.join(PACKING_SCHEMES)} "
+                f"(set packing='off')")
+    impl = getattr(config, "_attn_implementation", None) or "eager"
+    if impl not in PACKING_ATTENTION:
+        return (f"attention {impl!r} of {kind} takes no block-diagonal mask; packing needs "
+                f"{' or '.join(PACKING_ATTENTION)} (set packing='off')")
+    if kind == "deberta-v2" and (getattr(config, "conv_kernel_size", 0) or (getattr(config, "z_steps", 0) or 0) > 1):
+        return f"{kind} with a convolution layer or z_steps mixes neighbouring sequences; set packing='off'"
+    return ""
+
+
+def packing_position_offset(config) -> int:
+    """First position id of every packed sequence: padding_idx + 1 for RoBERTa's embeddings, else 0."""
+    return int(config.pad_token_id) + 1 if PACKING_SCHEMES.get(config.model_type) == "roberta" else 0
+
+
 def _hidden(config) -> int:
     return getattr(config, "hidden_size", None) or getattr(config, "d_model")
 
@@ -114,6 +148,11 @@ class Head(nn.Module):
             loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         elif t == "span_qa":
             start, end = self.out(self.dropout(h)).float().unbind(-1)
+            # padding is no answer position: left in, its logits would join the softmax, so the loss would depend on
+            # how far a batch is padded (fixed vs dynamic padding, or a packed batch, which has no padding outputs)
+            pad = mask[..., :start.shape[-1]] == 0
+            start, end = start.masked_fill(pad, torch.finfo(start.dtype).min), end.masked_fill(pad, torch.finfo(
+                end.dtype).min)
             logits = torch.stack([start, end], dim=1)   # (batch, 2, length)
             loss = None
             if "start_positions" in batch:
@@ -149,9 +188,45 @@ class MultiTaskModel(nn.Module):
         if n_choices:
             ids, mask = ids.flatten(0, 1), mask.flatten(0, 1)
             types = types.flatten(0, 1) if types is not None else None
-        extra = {"token_type_ids": types} if types is not None else {}
-        h = self.encoder(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
+        if "pack_index" in batch:
+            h = self._packed_hidden(batch, mask)
+        else:
+            extra = {"token_type_ids": types} if types is not None else {}
+            h = self.encoder(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
         return self.heads[task](h, batch, n_choices, mask)
+
+    def _packed_hidden(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs of a packed batch (features.pack), put back in the padded layout (zeros on padding)."""
+        cfg = self.encoder.config
+        why = packing_refusal(cfg)
+        if why:
+            raise ValueError(why)
+        seg = batch["packed_segments"]
+        same = seg[:, :, None] == seg[:, None, :]          # (rows, width, width): attend within the sequence
+        ids = batch["packed_input_ids"]
+        kw = {}
+        if self.token_types and "packed_token_type_ids" in batch:
+            kw["token_type_ids"] = batch["packed_token_type_ids"]
+        scheme = PACKING_SCHEMES[cfg.model_type]
+        if cfg.model_type == "deberta-v2":
+            # DebertaV2Model.forward would multiply the embeddings by a 2-D mask made from the (rows, width, width)
+            # one; its own two steps are called here with the right mask for each
+            if getattr(cfg, "position_biased_input", False):
+                kw["position_ids"] = batch["packed_position_ids"]
+            emb = self.encoder.embeddings(input_ids=ids, mask=(seg >= 0).long(), **kw)
+            h = self.encoder.encoder(emb, same.long(), output_hidden_states=True, return_dict=True).last_hidden_state
+        else:
+            if scheme != "relative":
+                kw["position_ids"] = batch["packed_position_ids"]
+            mask4 = same[:, None]
+            if (getattr(cfg, "_attn_implementation", None) or "eager") != "sdpa" or cfg.model_type in T5_TYPES:
+                # eager attention (and T5's bias) adds the mask: 0 where attended, the dtype's minimum elsewhere
+                dtype = next(self.encoder.parameters()).dtype
+                mask4 = torch.zeros(mask4.shape, dtype=dtype, device=ids.device).masked_fill(
+                    ~mask4, torch.finfo(dtype).min)
+            h = self.encoder(input_ids=ids, attention_mask=mask4, **kw).last_hidden_state
+        out = h.flatten(0, 1)[batch["pack_index"].reshape(mask.shape)]
+        return out * mask.unsqueeze(-1).to(out.dtype)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import evaluation, features, files
+from . import evaluation, features, files, models
 from . import identity as ident
 
 
@@ -54,6 +54,9 @@ class TrainConfig:
     mlm_share: float = 0.0            # MLM co-training: share of steps drawn for MLM; 0 = examples-proportional (lines)
     gradient_checkpointing: bool = False
     optimizer: str = "adamw"          # adamw | adamw8bit (bitsandbytes, the memory planner's 'adam8bit' strategy)
+    packing: str = "auto"             # auto | on | off: padding-free rows (features.pack); auto = on on a GPU where
+                                      # the model supports it (models.packing_refusal), off on CPU
+    compile: bool = False             # torch.compile the encoder; batch shapes rounded to buckets (compile_buckets)
 
 
 @dataclass
@@ -81,6 +84,50 @@ class TrainResult:
     tokens: int = 0                   # real (non-pad) tokens seen
     computed_tokens: int = 0          # tokens computed including padding
     identity: str = ""                # checkpoint identity digest of the weights (identity.py)
+
+
+PACKING = ("auto", "on", "off")
+
+
+def resolve_packing(mode: str, config, device, pad_to_max_length: bool = False) -> bool:
+    """Whether this run packs: 'on' requires it (an error in one sentence where the model cannot pack exactly),
+    'auto' packs on CUDA devices (and in rehearsals) when the model can, 'off' never. Not on CPU: there batches are not rounded up to
+    8 and length-grouped padded batches are already ~0.95 real tokens (benchmarks/README.md), while packed rows
+    attend over their whole width. Fixed padding (the reference implementation's layout) and packing exclude each other."""
+    if mode not in PACKING:
+        raise ValueError(f"packing must be one of {', '.join(PACKING)}, not {mode!r}")
+    if mode == "off":
+        return False
+    why = "" if config is None else models.packing_refusal(config)
+    if mode == "on":
+        if why:
+            raise ValueError(f"packing='on' is not possible: {why}")
+        if pad_to_max_length:
+            raise ValueError("packing='on' and pad_to_max_length=True exclude each other; set one of them off")
+        return True
+    # A rehearsal (xfer rehearse, on a CPU) packs where the plan's GPU run would, so the packed path runs end to end
+    # before GPU hours are spent, as the planner's memory strategies do.
+    gpu_like = getattr(device, "type", str(device)) == "cuda" or bool(files.env("XFER_REHEARSAL"))
+    return gpu_like and not why and not pad_to_max_length
+
+
+def compile_buckets(max_length: int, smallest: int = 32) -> list[int]:
+    """Sequence widths a compiled encoder sees (powers of two from `smallest`, then `max_length`): a few graphs,
+    instead of one per batch length.
+
+    >>> compile_buckets(128), compile_buckets(384)
+    ([32, 64, 128], [32, 64, 128, 256, 384])
+    """
+    out, w = [], smallest
+    while w < max_length:
+        out.append(w)
+        w *= 2
+    return out + [max_length]
+
+
+def bucket(n: int, buckets: list[int]) -> int:
+    """The smallest bucket >= n (n itself past the last one)."""
+    return next((b for b in buckets if b >= n), n)
 
 
 def choose_precision(requested: str = "auto") -> str:
@@ -305,7 +352,9 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
     fsdp = acc.distributed_type.name == "FSDP"
     main = acc.is_main_process
     done_file = ckpt / "train_done.json"
-    current = ident.settings(cfg, tds, identity, precision, fsdp)
+    packed = resolve_packing(cfg.packing, getattr(getattr(model, "encoder", None), "config", None), device,
+                             cfg.pad_to_max_length)
+    current = ident.settings(cfg, tds, identity, precision, fsdp, packed)
     digest = ident.digest(current)
     ident.check_checkpoint(ckpt, digest, current, write=main)   # refuses another run's checkpoints
     if done_file.exists():
@@ -361,6 +410,14 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
     rank = acc.process_index
     pad_id = tokenizer.pad_token_id
     multiple = features.pad_multiple(device)
+    offset = models.packing_position_offset(raw_model.encoder.config) if packed else 0
+    buckets = {td.name: compile_buckets(td.max_length) for td in tds}
+    if cfg.compile:
+        # in place (nn.Module.compile): parameter names, and so checkpoints, stay those of the eager model
+        raw_model.encoder.compile()
+    if packed or cfg.compile:
+        log(f"batches: {'packed rows (features.pack)' if packed else 'padded'}"
+            f"{', compiled encoder, widths ' + str(sorted(set(sum(buckets.values(), [])))) if cfg.compile else ''}")
     t0 = time.time()
     model.train()
     bar = tqdm(range(start, total), initial=start, total=total, disable=not progress or not acc.is_main_process,
@@ -373,14 +430,23 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
         for k, mb in enumerate(mbs):
             mine = mb[rank::world] if world > 1 else mb
             feats = [td.train[i] for i in mine]
-            batch = features.collate(feats, pad_id, pad_to=td.max_length if cfg.pad_to_max_length else None,
-                                     multiple_of=multiple)
+            pad_to = td.max_length if cfg.pad_to_max_length else None
+            if cfg.compile and not packed and pad_to is None:
+                longest = max(len(s) for f in feats for s in (f["input_ids"] if isinstance(f["input_ids"][0], list)
+                                                              else [f["input_ids"]]))
+                pad_to = bucket(longest, buckets[task])
+            batch = features.collate(feats, pad_id, pad_to=pad_to, multiple_of=multiple)
             if td.is_mlm:
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + k)
                 batch["input_ids"], batch["labels"] = features.mask_tokens(batch["input_ids"], tokenizer, g,
                                                                            cfg.mlm_probability)
             tokens += int(batch["attention_mask"].sum())
-            computed += batch["attention_mask"].numel()
+            if packed:
+                batch = features.pack(batch, td.max_length, pad_id, multiple, offset, bucket_rows=cfg.compile,
+                                      fixed_width=cfg.compile)
+                computed += batch["packed_input_ids"].numel()
+            else:
+                computed += batch["attention_mask"].numel()
             batch = {key: v.to(device) for key, v in batch.items()}
             ctx = acc.no_sync(model) if (world > 1 and k < len(mbs) - 1) else _null()
             with ctx:

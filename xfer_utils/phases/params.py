@@ -62,6 +62,8 @@ class _Training(_Run):
     precision: str = "auto"
     group_by_length: bool = True
     pad_to_max_length: bool = False
+    packing: str = "auto"
+    torch_compile: bool = False
     max_train_examples: int = -1
     strategy: str = "auto"
     n_processes: int = 1
@@ -77,7 +79,8 @@ class _Training(_Run):
         return dict(seed=self.seed, data_dir=env.resolve_data_dir(self.data_dir),
                     max_train_examples=self.max_train_examples, eval_examples=self.eval_examples,
                     precision=self.precision, group_by_length=self.group_by_length,
-                    pad_to_max_length=self.pad_to_max_length)
+                    pad_to_max_length=self.pad_to_max_length, packing=self.packing,
+                    compile=self.torch_compile)   # the notebook's name: `compile` would shadow the builtin there
 
 
 @dataclass

@@ -330,7 +330,7 @@ def _summary(plan: plans.Plan, state: dict, out, interrupted: bool) -> int:
 def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
              gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
              poll_s: float | None = None, resources: str | None = None, wait_lock: bool = False,
-             transform=None, warm_kernels: bool = False) -> int:
+             transform=None, warm_kernels: bool = False, runs_per_gpu: int = 0, gpus: str | None = None) -> int:
     """`_run_plan` holding the plan's lock (one runner per outputs root + plan; see files.plan_lock): a second
     runner exits at once naming the holder, or queues behind it with `wait_lock`. A dry run takes no lock."""
     try:
@@ -338,7 +338,7 @@ def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs=
             return _run_plan(plan_path, only, dry_run, outputs, launcher, gpu, out, cluster, parallel, wait, poll_s,
                              resources, _lock=lambda plan: held.enter_context(
                                  files.plan_lock(plan.dir / LOCK, wait=wait_lock, out=out)), transform=transform,
-                             warm_kernels=warm_kernels)
+                             warm_kernels=warm_kernels, runs_per_gpu=runs_per_gpu, gpus=gpus)
     except files.LockHeld as e:
         out(f"xfer run: {e}")
         return 3
@@ -347,15 +347,22 @@ def run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs=
 def _run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs="outputs", launcher: str = "local",
               gpu: str = "a100", out=print, cluster: str = "auto", parallel: int = 1, wait: bool = True,
               poll_s: float | None = None, resources: str | None = None, _lock=None, transform=None,
-              warm_kernels: bool = False) -> int:
+              warm_kernels: bool = False, runs_per_gpu: int = 0, gpus: str | None = None) -> int:
     """Execute a plan (or list it with costs when `dry_run`). Returns the exit code: 0 ok, 1 failed/blocked runs,
     130 interrupted. `cluster`, `parallel`, `wait`, `poll_s`: the submitit launcher's options; `resources`: a site
     resources file (plan_resources.load_site); `transform`: Plan -> Plan applied to the expanded plan before
     anything else (xfer rehearse: the same plan on the tiny world); `warm_kernels`: the local launcher executes
-    the notebooks of each runner process in one reused kernel (runner/warm_kernel.py; rehearsals only)."""
+    the notebooks of each runner process in one reused kernel (runner/warm_kernel.py; rehearsals only, never with
+    GPU placement: a kernel sees the GPU its process had when it started); `runs_per_gpu` (or the site file's
+    `runs_per_gpu`) > 0: the local launcher places that many runs at most on each of `gpus` (`Placer`)."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher {launcher!r} is not available; valid launchers: {', '.join(LAUNCHERS)}")
-    plan = plans.expand(plan_path, outputs, site=plan_resources.load_site(resources))
+    site = plan_resources.load_site(resources)
+    runs_per_gpu = runs_per_gpu or int(site.get("runs_per_gpu", 0) or 0)
+    if runs_per_gpu and launcher != "local":
+        raise ValueError(f"runs per GPU are placed by the local launcher; with launcher {launcher!r} ask the "
+                         f"scheduler for GPU shares instead (valid launcher for --runs-per-gpu: local)")
+    plan = plans.expand(plan_path, outputs, site=site)
     if transform is not None:
         plan = transform(plan)
     runs = plans.select(plan, only)
@@ -376,9 +383,15 @@ def _run_plan(plan_path, only: str | None = None, dry_run: bool = False, outputs
     state: dict[str, tuple[str, str, float]] = {}
     n = len(runs)
     out(f"plan {plan.name}: {n} runs -> {plan.dir} (checkpoints: {plan.checkpoint_root / plan.name})")
+    if runs_per_gpu:
+        placer = Placer(visible_gpus(gpus), runs_per_gpu, _gpu_memory_gb())
+        slots = len(placer.held) * runs_per_gpu
+        out(f"placing up to {runs_per_gpu} runs on each of GPUs {', '.join(placer.held)} ({slots} at a time)")
+        return _summary(plan, state, out, _run_parallel(plan, runs, by_id, state, max(parallel, slots), out,
+                                                        plan_path, placer))
     if parallel > 1:
         return _summary(plan, state, out,
-                        _run_parallel(plan, runs, by_id, state, parallel, out, plan_path, warm_kernels))
+                        _run_parallel(plan, runs, by_id, state, parallel, out, plan_path, warm=warm_kernels))
     with contextlib.ExitStack() as stack:
         launch = execute_local
         if warm_kernels:
@@ -422,9 +435,12 @@ def _run_sequential(plan: plans.Plan, runs: list, by_id: dict, state: dict, laun
 _WORKER_KERNEL = None      # a runner worker process's warm kernel (warm_kernels=True), shut down when it exits
 
 
-def _execute_local_worker(plan: plans.Plan, run: plans.Run, warm: bool = False) -> tuple[str, str]:
+def _execute_local_worker(plan: plans.Plan, run: plans.Run, gpu: str | None = None,
+                          warm: bool = False) -> tuple[str, str]:
     global _WORKER_KERNEL
-    if not warm:
+    if gpu is not None:          # the run's kernel (a child of this worker) sees its one GPU as cuda:0
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if not warm or gpu is not None:
         return _execute(plan, run, execute_local)
     if _WORKER_KERNEL is None:
         import multiprocessing.util
@@ -435,15 +451,84 @@ def _execute_local_worker(plan: plans.Plan, run: plans.Run, warm: bool = False) 
     return _execute(plan, run, functools.partial(execute_local, kernel=_WORKER_KERNEL))
 
 
+def run_memory_gb(run: plans.Run, gpu_gb: float | None = None) -> float | None:
+    """The memory planner's peak estimate for one run (ladder.estimate_memory_gb of its model and strategy, one
+    GPU; strategy 'auto' is the planner's choice for a `gpu_gb` GPU, full fine-tuning when that is unknown); None
+    when its model is not on the ladder or its strategy spans several GPUs."""
+    from .. import ladder
+    params = run.resolved or run.params
+    model = params.get("model")
+    m = ladder.lookup(model) if isinstance(model, str) else None
+    strategy = params.get("strategy") or "auto"
+    if m is not None and strategy == "auto":
+        strategy = ladder.plan_strategy(m, gpu_gb).strategy if gpu_gb else "full"
+    if m is None or strategy not in ladder.STRATEGIES or strategy == "fsdp":
+        return None
+    return ladder.estimate_memory_gb(m, strategy)
+
+
+class Placer:
+    """Several runs per GPU (local launcher, `--runs-per-gpu N` or the resources key `runs_per_gpu`): a run goes to
+    the least-loaded GPU with a free slot whose runs' memory estimates (`run_memory_gb`) plus its own fit the GPU
+    (resources `gpu_mem`; unchecked when neither it nor the driver gives a size). A run without an estimate, or
+    larger than the GPU, runs alone. Each run is its own process and seeds itself: sharing changes no result."""
+
+    def __init__(self, gpus: list[str], per_gpu: int, capacity_gb: float | None = None):
+        if per_gpu < 1:
+            raise ValueError(f"runs per GPU must be >= 1, got {per_gpu}")
+        if not gpus:
+            raise ValueError("--runs-per-gpu needs GPUs and this machine shows none; name them with --gpus 0,1")
+        self.per_gpu, self.capacity = per_gpu, capacity_gb
+        self.held: dict[str, dict[str, float | None]] = {g: {} for g in gpus}
+
+    def place(self, run: plans.Run) -> tuple[str, str] | None:
+        """(GPU id, the placement line), or None when no GPU has room now."""
+        cap = run.resources.get("gpu_mem", self.capacity)
+        est = run_memory_gb(run, cap)
+        alone = est is None or (cap is not None and est > cap)
+        choice = None
+        for g, runs in self.held.items():
+            if len(runs) >= self.per_gpu or (runs and (alone or None in runs.values())):
+                continue
+            used = sum(runs.values())
+            if cap is not None and not alone and used + est > cap:
+                continue
+            if choice is None or (len(runs), used) < (len(self.held[choice]), sum(self.held[choice].values())):
+                choice = g
+        if choice is None:
+            return None
+        self.held[choice][run.run_id] = None if alone else est
+        runs = self.held[choice]
+        mem = "no estimate: alone" if alone else f"{est:.1f} GB estimated"
+        total = sum(v for v in runs.values() if v is not None)
+        room = f", {total:.1f}/{cap:g} GB" if cap is not None else ", memory unchecked (no gpu_mem)"
+        return choice, (f"placed {run.phase}/{run.run_id} on GPU {choice} ({mem}; GPU {choice} now runs "
+                        f"{len(runs)}/{self.per_gpu}{room})")
+
+    def release(self, run: plans.Run) -> None:
+        for runs in self.held.values():
+            runs.pop(run.run_id, None)
+
+
+def visible_gpus(gpus: str | None = None) -> list[str]:
+    """GPU ids for placement: `gpus` ('0,1'), else CUDA_VISIBLE_DEVICES, else every GPU the driver lists."""
+    if gpus:
+        return [g.strip() for g in str(gpus).split(",") if g.strip()]
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:
+        return [x.strip() for x in cvd.split(",") if x.strip()]
+    return [str(i) for i in range(_local_gpus())]
+
+
 def _run_parallel(plan: plans.Plan, runs: list, by_id: dict, state: dict, parallel: int, out, plan_path,
-                  warm: bool = False) -> bool:
+                  placer: Placer | None = None, warm: bool = False) -> bool:
     """The local launcher with `parallel` runs at a time, each in its own worker process (papermill's kernels
-    and the fd-level log redirection are per process); a run starts once its dependencies are finished.
-    Returns True when interrupted."""
+    and the fd-level log redirection are per process); a run starts once its dependencies are finished and, with
+    a `placer`, once a GPU has room for it. Returns True when interrupted."""
     import concurrent.futures as cf
     import multiprocessing as mp
     order = {r.run_id: i for i, r in enumerate(runs, 1)}
-    pending, running = list(runs), {}
+    pending, running, decided = list(runs), {}, set()
     width = len(str(len(runs)))
     # Split the machine's threads between the workers' kernels (inherited by each papermill kernel).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
@@ -455,19 +540,31 @@ def _run_parallel(plan: plans.Plan, runs: list, by_id: dict, state: dict, parall
                         break
                     if any(d in order and d not in state for d in r.needs):
                         continue          # a dependency has not finished yet
-                    pending.remove(r)
                     head = f"[{order[r.run_id]:>{width}}/{len(runs)}] {r.phase}/{r.run_id}"
-                    if not _decide(plan, r, by_id, state, head, out):
-                        continue
+                    if r.run_id not in decided:
+                        if not _decide(plan, r, by_id, state, head, out):
+                            pending.remove(r)
+                            continue
+                        decided.add(r.run_id)
+                    gpu = None
+                    if placer is not None:
+                        spot = placer.place(r)
+                        if spot is None:
+                            continue      # no GPU has room for it now: it waits for a run to finish
+                        gpu, line = spot
+                        out(line)
+                    pending.remove(r)
                     if plan.phases[r.phase].get("after"):
                         collect_plan(plan)
-                    running[pool.submit(_execute_local_worker, plan, r, warm)] = (r, head, time.time())
+                    running[pool.submit(_execute_local_worker, plan, r, gpu, warm)] = (r, head, time.time())
                     out(f"{head}  running ...")
                 if not running:
                     continue
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
                     r, head, t0 = running.pop(fut)
+                    if placer is not None:
+                        placer.release(r)
                     status_, why = fut.result()
                     state[r.run_id] = (status_, why, time.time() - t0)
                     out(f"{head}  {status_} ({_fmt_s(time.time() - t0)})"
@@ -518,6 +615,18 @@ def _local_gpus() -> int:
         return len([x for x in cvd.split(",") if x.strip()])
     gpus = Path("/proc/driver/nvidia/gpus")
     return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def _gpu_memory_gb() -> float | None:
+    """The smallest visible GPU's memory in GB from the driver (nvidia-smi), None when it cannot say."""
+    import subprocess
+    try:
+        res = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True)
+        sizes = [float(x) / 1024 for x in res.stdout.split()]     # MiB
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return min(sizes) if sizes else None
 
 
 def job_parameters(plan: plans.Plan, run: plans.Run, cluster: str) -> dict:
@@ -749,11 +858,16 @@ def register(sub) -> None:
                    help="submitit on Slurm: submit every job and return (follow with `xfer status`)")
     p.add_argument("--resources", metavar="FILE", help="site resources file (GPUs, memory, time, partition; per "
                    "phase and per model) on top of the plan's, e.g. params/cluster/slurm_example.yaml")
+    p.add_argument("--runs-per-gpu", type=int, default=0, metavar="N",
+                   help="local launcher: up to N runs at once on each GPU when their memory estimates fit "
+                        "(resources gpu_mem, else the driver's size); 0 = one run at a time (default)")
+    p.add_argument("--gpus", metavar="IDS", help="GPU ids for --runs-per-gpu, e.g. 0,1 (default: all visible)")
     p.add_argument("--wait-lock", action="store_true",
                    help="when another runner holds this plan (same outputs folder), wait for it instead of exiting")
     p.set_defaults(func=lambda a: run_plan(a.plan, a.only, a.dry_run, a.outputs, a.launcher, a.gpu,
                                            cluster=a.cluster, parallel=a.parallel, wait=a.wait,
-                                           resources=a.resources, wait_lock=a.wait_lock))
+                                           resources=a.resources, wait_lock=a.wait_lock,
+                                           runs_per_gpu=a.runs_per_gpu, gpus=a.gpus))
     s = sub.add_parser("status", help="done / failed / pending per run of a plan")
     s.add_argument("plan")
     s.add_argument("--outputs", default="outputs", metavar="DIR")

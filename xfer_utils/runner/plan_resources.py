@@ -24,7 +24,8 @@ from pathlib import Path
 
 
 RESOURCE_KEYS = {"gpus": (int,), "gpu_mem": (int, float), "mem": (str, int, float), "time": (str, int),
-                 "partition": (str,), "cpus": (int,), "slurm": (dict,), "models": (dict,)}
+                 "partition": (str,), "cpus": (int,), "slurm": (dict,), "models": (dict,),
+                 "runs_per_gpu": (int,)}    # local launcher: runs sharing one GPU (runner/execute.Placer, `--runs-per-gpu`)
 
 
 def time_minutes(value) -> int:
@@ -77,8 +78,8 @@ def check_resources(res, where: str, extra: tuple = ()) -> dict:
         time_minutes(res["time"])
     if "mem" in res:
         mem_gb(res["mem"])
-    if res.get("gpus", 1) < 0 or res.get("gpu_mem", 1) <= 0:
-        raise ValueError(f"{where}: resources gpus must be >= 0 and gpu_mem > 0")
+    if res.get("gpus", 1) < 0 or res.get("gpu_mem", 1) <= 0 or res.get("runs_per_gpu", 1) < 1:
+        raise ValueError(f"{where}: resources gpus must be >= 0, gpu_mem > 0 and runs_per_gpu >= 1")
     for model, sub in (res.get("models") or {}).items():
         if isinstance(sub, dict) and "models" in sub:
             raise ValueError(f"{where}: resources models.{model} cannot hold models: again")
