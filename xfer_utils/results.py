@@ -79,13 +79,6 @@ def validate_row(row: dict) -> None:
         raise ValueError(f"results row phase {row['phase']!r} is not one of {', '.join(PHASES)}")
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a unique temp file in the same folder and rename: readers see the old or the new file, never half
-    (files.atomic_write, the one atomic-write helper). New code calls files.atomic_write_text; this name stays for
-    train.py and runner/execute.py, which are edited on other branches (repoint them after the merge)."""
-    files.atomic_write_text(path, text)
-
-
 def read_rows(path: str | os.PathLike, on_bad=None) -> list[dict]:
     """Rows of a metrics.jsonl; a truncated line raises naming file and line, or goes to `on_bad` and is skipped."""
     return [{**OPTIONAL, **r} for r in files.read_jsonl(path, on_bad)]
@@ -106,7 +99,7 @@ def append_rows(path: str | os.PathLike, rows: Iterable[dict]) -> list[dict]:
         old = read_rows(path, on_bad=lambda m: print(f"dropping {m}"))
         new_keys = {row_key(r) for r in rows}
         kept = [r for r in old if row_key(r) not in new_keys]
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept + rows))
+        files.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept + rows))
     return rows
 
 
@@ -141,7 +134,7 @@ def collect(root: str | os.PathLike, out_csv: str | os.PathLike | None = None, p
         raise ValueError(f"duplicate results rows under {root}: {sorted(dup)[:3]}")
     df = to_frame(rows)
     if out_csv is not None:
-        atomic_write_text(out_csv, df.to_csv(index=False))
+        files.atomic_write_text(out_csv, df.to_csv(index=False))
     return df
 
 

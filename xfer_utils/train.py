@@ -320,51 +320,145 @@ def dev_score(model, tokenizer, tds: list[TaskData], batch_size: int = 64) -> tu
     return float(np.mean([v["primary"] for v in per.values()])), per
 
 
+@dataclass
+class _State:
+    """What the loop carries from step to step; `last.pt` saves it with the weights, the optimizer and the RNG."""
+    step: int = 0
+    best: float = -math.inf
+    best_step: int = 0
+    bad_evals: int = 0
+    history: list = field(default_factory=list)
+    tokens: int = 0                   # real tokens seen
+    computed: int = 0                 # tokens computed, padding included
+
+
+def _accelerator(precision: str, multi_task: bool):
+    """The run's Accelerator. Multi-task under DDP: each step uses one task's head, so the others have no gradient
+    that step (find_unused_parameters)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+    return Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=multi_task)])
+
+
+def _enable_checkpointing(encoder) -> None:
+    kw = {"use_reentrant": False}
+    if hasattr(encoder, "activation_checkpointing_enable"):   # transformers >= 5.24 renamed it
+        encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+    else:
+        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+
+
+def _resume(ckpt: Path, raw_model, raw_opt, sched, digest: str, fsdp: bool, main: bool) -> _State | None:
+    """The loop state of `ckpt/last.pt` (weights, moments, scheduler and RNG restored), or None without one. Every
+    rank needs the counters and RNG; under FSDP the tensors come from the main process, and mmap keeps the other
+    ranks from reading an XXL model's weights and moments into their memory."""
+    if not (ckpt / "last.pt").exists():
+        return None
+    st = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False, mmap=fsdp and not main)
+    if st.get("identity") != digest:
+        raise ValueError(f"{ckpt / 'last.pt'} was written by a run with other settings than the folder's "
+                         f"{ident.RECORD} says; delete {ckpt} to start over")
+    if st.get("fsdp", False) != fsdp:
+        raise ValueError(f"{ckpt / 'last.pt'} was written {'with' if st.get('fsdp') else 'without'} FSDP and "
+                         f"this run is {'with' if fsdp else 'without'} it; resume with the same strategy or "
+                         f"delete the checkpoint folder to start over")
+    load_model_state(raw_model, st["model"] if main or not fsdp else {}, fsdp)
+    _load_optimizer_state(raw_model, raw_opt, st["optimizer"] if main or not fsdp else {}, fsdp)
+    sched.load_state_dict(st["scheduler"])
+    _set_rng_state(st["rng"])
+    return _State(step=st["step"], best=st["best"], best_step=st["best_step"], bad_evals=st["bad_evals"],
+                  history=st["history"], tokens=st.get("tokens", 0), computed=st.get("computed", 0))
+
+
+class _Batches:
+    """Micro-batches as the model gets them: collated with dynamic padding (or to max length, or to a compile
+    bucket), MLM-masked with a per-(step, micro-batch) generator (so a resumed run masks as the first one did),
+    packed when `packed`, on the device. Counts real and computed tokens into the loop state."""
+
+    def __init__(self, tds: list[TaskData], cfg: TrainConfig, tokenizer, device, packed: bool, offset: int):
+        self.by_name = {td.name: td for td in tds}
+        self.cfg, self.tokenizer, self.device, self.packed, self.offset = cfg, tokenizer, device, packed, offset
+        self.multiple = features.pad_multiple(device)
+        self.buckets = {td.name: compile_buckets(td.max_length) for td in tds}
+
+    def __call__(self, task: str, ids: list[int], step: int, k: int, state: _State) -> dict:
+        td, cfg = self.by_name[task], self.cfg
+        feats = [td.train[i] for i in ids]
+        pad_to = td.max_length if cfg.pad_to_max_length else None
+        if cfg.compile and not self.packed and pad_to is None:
+            longest = max(len(s) for f in feats for s in (f["input_ids"] if isinstance(f["input_ids"][0], list)
+                                                          else [f["input_ids"]]))
+            pad_to = bucket(longest, self.buckets[task])
+        batch = features.collate(feats, self.tokenizer.pad_token_id, pad_to=pad_to, multiple_of=self.multiple)
+        if td.is_mlm:
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + k)
+            batch["input_ids"], batch["labels"] = features.mask_tokens(batch["input_ids"], self.tokenizer, g,
+                                                                       cfg.mlm_probability)
+        state.tokens += int(batch["attention_mask"].sum())
+        if self.packed:
+            batch = features.pack(batch, td.max_length, self.tokenizer.pad_token_id, self.multiple, self.offset,
+                                  bucket_rows=cfg.compile, fixed_width=cfg.compile)
+            state.computed += batch["packed_input_ids"].numel()
+        else:
+            state.computed += batch["attention_mask"].numel()
+        return {key: v.to(self.device) for key, v in batch.items()}
+
+
+def _evaluate(raw_model, tokenizer, tds, state: _State, step_loss: float, total: int, fsdp: bool, main: bool,
+              digest: str, ckpt: Path, log) -> None:
+    """English-dev selection: score, keep best.pt when the score improves, count evaluations without improvement."""
+    score, per = dev_score(raw_model, tokenizer, tds)
+    state.history.append({"step": state.step, "loss": step_loss, "dev": per, "score": score})
+    if not math.isnan(score) and score > state.best:
+        state.best, state.best_step, state.bad_evals = score, state.step, 0
+        weights = model_state(raw_model, fsdp)       # a collective under FSDP
+        if main:
+            _atomic_save({"model": weights, "step": state.step, "identity": digest}, ckpt / "best.pt")
+        del weights
+    else:
+        state.bad_evals += 1
+    log(f"step {state.step}/{total}: dev {score:.2f} (best {state.best:.2f} at step {state.best_step})")
+
+
+def _save_last(raw_model, raw_opt, sched, state: _State, cfg: TrainConfig, fsdp: bool, main: bool, digest: str,
+               ckpt: Path) -> None:
+    weights, moments = model_state(raw_model, fsdp), _optimizer_state(raw_model, raw_opt, fsdp)
+    if main:
+        _atomic_save({"model": weights, "optimizer": moments, "fsdp": fsdp, "scheduler": sched.state_dict(),
+                      "step": state.step, "best": state.best, "best_step": state.best_step,
+                      "bad_evals": state.bad_evals, "history": state.history, "rng": _rng_state(),
+                      "tokens": state.tokens, "computed": state.computed, "config": asdict(cfg),
+                      "identity": digest}, ckpt / "last.pt")
+
+
 def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_dir: str | os.PathLike,
-          progress: bool = True, log=print, identity: dict | None = None) -> TrainResult:
+          progress: bool = True, log=print, identity: dict | None = None, on_prepared=None) -> TrainResult:
     """Train `model` (a models.MultiTaskModel) on `tds`; resumes from `checkpoint_dir/last.pt` when present and
     returns immediately when `checkpoint_dir/train_done.json` says the run finished, in both cases only when the
     folder's identity digest is this run's (identity.py; `identity`: what the caller knows determines the weights
-    beyond `cfg` and `tds`, e.g. the model and init encoder). Ends with the best weights."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
+    beyond `cfg` and `tds`, e.g. the model and init encoder). Ends with the best weights. `on_prepared(accelerator,
+    model)` is called once the model is prepared (launch.py's encoder saver gathers FSDP weights through them)."""
     ckpt = Path(checkpoint_dir)
     ckpt.mkdir(parents=True, exist_ok=True)
     for td in tds:
         if not td.train:
             raise ValueError(f"task {td.name!r} has no training examples")
     precision = choose_precision(cfg.precision)
-    # Multi-task under DDP: each step uses one task's head, so the others have no gradient that step.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=len(tds) > 1)
-    acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available(),
-                      kwargs_handlers=[ddp])
-    device = acc.device
-    world = acc.num_processes
+    acc = _accelerator(precision, multi_task=len(tds) > 1)
+    device, world, rank = acc.device, acc.num_processes, acc.process_index
     micro = cfg.per_device_batch or max(1, cfg.batch_size // world)
     accum = max(1, cfg.batch_size // (micro * world))
     if cfg.gradient_checkpointing:
-        kw = {"use_reentrant": False}
-        if hasattr(model.encoder, "activation_checkpointing_enable"):   # transformers >= 5.24 renamed it
-            model.encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
-        else:
-            model.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
-    fsdp = acc.distributed_type.name == "FSDP"
-    main = acc.is_main_process
-    done_file = ckpt / "train_done.json"
+        _enable_checkpointing(model.encoder)
+    fsdp, main = acc.distributed_type.name == "FSDP", acc.is_main_process
     packed = resolve_packing(cfg.packing, getattr(getattr(model, "encoder", None), "config", None), device,
                              cfg.pad_to_max_length)
     current = ident.settings(cfg, tds, identity, precision, fsdp, packed)
     digest = ident.digest(current)
     ident.check_checkpoint(ckpt, digest, current, write=main)   # refuses another run's checkpoints
-    if done_file.exists():
-        if fsdp:   # shard first (FSDP2 prepares a model only with its optimizer), then broadcast the weights
-            acc.prepare(model, _optimizer(model, cfg, device))
-        load_model_state(model, _read_best(ckpt / "best.pt", fsdp, main), fsdp)
-        r = json.loads(done_file.read_text())
-        log(f"training already finished (step {r['steps']}, best dev {r['best_score']:.2f} at step "
-            f"{r['best_step']}); loaded the best weights from {ckpt}")
-        return TrainResult(**r)
+    if (ckpt / "train_done.json").exists():
+        return _already_finished(model, acc, cfg, ckpt, fsdp, main, on_prepared, log)
 
     steps = schedule({td.name: [f["length"] for f in td.train] for td in tds}, micro * world, accum, cfg.epochs,
                      cfg.seed, cfg.group_by_length, cfg.sampling_temperature, cfg.examples_cap, cfg.max_steps,
@@ -372,137 +466,110 @@ def train(model, tokenizer, tds: list[TaskData], cfg: TrainConfig, checkpoint_di
     total = len(steps)
     if len(tds) > 1:
         log("sampled batches per task: " + ", ".join(f"{t} {100 * v:.1f}%" for t, v in step_shares(steps).items()))
-    by_name = {td.name: td for td in tds}
     if not fsdp:               # FSDP places each shard itself: the whole of an XXL model never lands on one GPU
         model.to(device)
     opt = _optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, int(cfg.warmup * total)))
     model, opt = acc.prepare(model, opt)
-    raw_model = acc.unwrap_model(model)
-    raw_opt = getattr(opt, "optimizer", opt)
+    if on_prepared is not None:
+        on_prepared(acc, model)
+    raw_model, raw_opt = acc.unwrap_model(model), getattr(opt, "optimizer", opt)
     if fsdp:
         from torch.distributed.fsdp import FSDPModule
         units = sum(isinstance(m, FSDPModule) for m in raw_model.modules())
         log(f"FSDP: parameters, gradients and optimizer states sharded over {world} processes in {units} units")
-    start, best, best_step, bad_evals, history = 0, -math.inf, 0, 0, []
-    tokens = computed = 0
-    if (ckpt / "last.pt").exists():
-        # every rank needs the step counters and RNG; under FSDP the tensors come from the main process, and mmap
-        # keeps the other ranks from reading an XXL model's weights and moments into their memory
-        st = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False, mmap=fsdp and not main)
-        if st.get("identity") != digest:
-            raise ValueError(f"{ckpt / 'last.pt'} was written by a run with other settings than the folder's "
-                             f"{ident.RECORD} says; delete {ckpt} to start over")
-        if st.get("fsdp", False) != fsdp:
-            raise ValueError(f"{ckpt / 'last.pt'} was written {'with' if st.get('fsdp') else 'without'} FSDP and "
-                             f"this run is {'with' if fsdp else 'without'} it; resume with the same strategy or "
-                             f"delete the checkpoint folder to start over")
-        load_model_state(raw_model, st["model"] if main or not fsdp else {}, fsdp)
-        _load_optimizer_state(raw_model, raw_opt, st["optimizer"] if main or not fsdp else {}, fsdp)
-        sched.load_state_dict(st["scheduler"])
-        start, best, best_step, bad_evals, history = st["step"], st["best"], st["best_step"], st["bad_evals"], \
-            st["history"]
-        tokens, computed = st.get("tokens", 0), st.get("computed", 0)
-        _set_rng_state(st["rng"])
-        log(f"resuming from {ckpt / 'last.pt'} at step {start}/{total}")
-    else:
+    state = _resume(ckpt, raw_model, raw_opt, sched, digest, fsdp, main)
+    if state is None:
+        state = _State()
         torch.manual_seed(cfg.seed)
-    rank = acc.process_index
-    pad_id = tokenizer.pad_token_id
-    multiple = features.pad_multiple(device)
-    offset = models.packing_position_offset(raw_model.encoder.config) if packed else 0
-    buckets = {td.name: compile_buckets(td.max_length) for td in tds}
+    else:
+        log(f"resuming from {ckpt / 'last.pt'} at step {state.step}/{total}")
+    batches = _Batches(tds, cfg, tokenizer, device, packed,
+                       models.packing_position_offset(raw_model.encoder.config) if packed else 0)
     if cfg.compile:
         # in place (nn.Module.compile): parameter names, and so checkpoints, stay those of the eager model
         raw_model.encoder.compile()
     if packed or cfg.compile:
+        widths = sorted(set(sum(batches.buckets.values(), [])))
         log(f"batches: {'packed rows (features.pack)' if packed else 'padded'}"
-            f"{', compiled encoder, widths ' + str(sorted(set(sum(buckets.values(), [])))) if cfg.compile else ''}")
+            f"{', compiled encoder, widths ' + str(widths) if cfg.compile else ''}")
     t0 = time.time()
     model.train()
-    bar = tqdm(range(start, total), initial=start, total=total, disable=not progress or not acc.is_main_process,
-               desc="train " + "+".join(by_name))
+    bar = tqdm(range(state.step, total), initial=state.step, total=total, disable=not progress or not main,
+               desc="train " + "+".join(batches.by_name))
     stopped = False
     for step in bar:
         task, mbs = steps[step]
-        td = by_name[task]
-        step_loss = torch.zeros((), device=device)   # summed on the device: one host sync per step, not per batch
-        for k, mb in enumerate(mbs):
-            mine = mb[rank::world] if world > 1 else mb
-            feats = [td.train[i] for i in mine]
-            pad_to = td.max_length if cfg.pad_to_max_length else None
-            if cfg.compile and not packed and pad_to is None:
-                longest = max(len(s) for f in feats for s in (f["input_ids"] if isinstance(f["input_ids"][0], list)
-                                                              else [f["input_ids"]]))
-                pad_to = bucket(longest, buckets[task])
-            batch = features.collate(feats, pad_id, pad_to=pad_to, multiple_of=multiple)
-            if td.is_mlm:
-                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + k)
-                batch["input_ids"], batch["labels"] = features.mask_tokens(batch["input_ids"], tokenizer, g,
-                                                                           cfg.mlm_probability)
-            tokens += int(batch["attention_mask"].sum())
-            if packed:
-                batch = features.pack(batch, td.max_length, pad_id, multiple, offset, bucket_rows=cfg.compile,
-                                      fixed_width=cfg.compile)
-                computed += batch["packed_input_ids"].numel()
-            else:
-                computed += batch["attention_mask"].numel()
-            batch = {key: v.to(device) for key, v in batch.items()}
-            ctx = acc.no_sync(model) if (world > 1 and k < len(mbs) - 1) else _null()
-            with ctx:
-                out = model(task, batch)
-                loss = out["loss"] / len(mbs)
-                acc.backward(loss)
-            step_loss += loss.detach()
-        step_loss = float(step_loss)
-        if not math.isfinite(step_loss):    # before the update: the weights stay as they were
-            raise FloatingPointError(
-                f"loss is {step_loss} at step {step} (task {task}); likely causes: learning rate too high "
-                f"(lr={cfg.lr}), fp16 overflow (try precision='bf16' or 'fp32'), or labels outside the head's range")
-        if cfg.max_grad_norm > 0:
-            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        micro_batches = (batches(task, mb[rank::world] if world > 1 else mb, step, k, state)
+                         for k, mb in enumerate(mbs))              # built one at a time, as they are used
+        step_loss = _step(model, opt, sched, acc, task, micro_batches, len(mbs), cfg, step)
         bar.set_postfix(loss=f"{step_loss:.3f}", task=task)
-        is_last = step == total - 1
-        if (cfg.eval_every > 0 and (step + 1) % cfg.eval_every == 0) or is_last:
-            score, per = dev_score(raw_model, tokenizer, tds)
-            history.append({"step": step + 1, "loss": step_loss, "dev": per, "score": score})
-            if not math.isnan(score) and score > best:
-                best, best_step, bad_evals = score, step + 1, 0
-                weights = model_state(raw_model, fsdp)       # a collective under FSDP
-                if main:
-                    _atomic_save({"model": weights, "step": step + 1, "identity": digest}, ckpt / "best.pt")
-                del weights
-            else:
-                bad_evals += 1
-            log(f"step {step + 1}/{total}: dev {score:.2f} (best {best:.2f} at step {best_step})")
-            if cfg.patience > 0 and bad_evals >= cfg.patience:
-                log(f"early stopping: {bad_evals} evaluations without improvement")
+        state.step = step + 1
+        is_last = state.step == total
+        if (cfg.eval_every > 0 and state.step % cfg.eval_every == 0) or is_last:
+            _evaluate(raw_model, tokenizer, tds, state, step_loss, total, fsdp, main, digest, ckpt, log)
+            if cfg.patience > 0 and state.bad_evals >= cfg.patience:
+                log(f"early stopping: {state.bad_evals} evaluations without improvement")
                 stopped = True
-        if (cfg.checkpoint_every > 0 and (step + 1) % cfg.checkpoint_every == 0) or is_last or stopped:
-            weights, moments = model_state(raw_model, fsdp), _optimizer_state(raw_model, raw_opt, fsdp)
-            if main:
-                _atomic_save({"model": weights, "optimizer": moments, "fsdp": fsdp,
-                              "scheduler": sched.state_dict(), "step": step + 1, "best": best, "best_step": best_step,
-                              "bad_evals": bad_evals, "history": history, "rng": _rng_state(), "tokens": tokens,
-                              "computed": computed, "config": asdict(cfg), "identity": digest}, ckpt / "last.pt")
-            del weights, moments
+        if (cfg.checkpoint_every > 0 and state.step % cfg.checkpoint_every == 0) or is_last or stopped:
+            _save_last(raw_model, raw_opt, sched, state, cfg, fsdp, main, digest, ckpt)
         if stopped:
             break
     bar.close()
+    return _finish(raw_model, acc, state, total, fsdp, main, ckpt, time.time() - t0, digest)
+
+
+def _step(model, opt, sched, acc, task: str, micro_batches, n: int, cfg: TrainConfig, step: int) -> float:
+    """One optimizer step over `n` micro-batches (gradient accumulation; DDP syncs on the last one only); returns
+    the step's loss."""
+    world = acc.num_processes
+    step_loss = torch.zeros((), device=acc.device)   # summed on the device: one host sync per step, not per batch
+    for k, batch in enumerate(micro_batches):
+        with acc.no_sync(model) if (world > 1 and k < n - 1) else _null():
+            loss = model(task, batch)["loss"] / n
+            acc.backward(loss)
+        step_loss += loss.detach()
+    step_loss = float(step_loss)
+    if not math.isfinite(step_loss):    # before the update: the weights stay as they were
+        raise FloatingPointError(
+            f"loss is {step_loss} at step {step} (task {task}); likely causes: learning rate too high "
+            f"(lr={cfg.lr}), fp16 overflow (try precision='bf16' or 'fp32'), or labels outside the head's range")
+    if cfg.max_grad_norm > 0:
+        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return step_loss
+
+
+def _already_finished(model, acc, cfg: TrainConfig, ckpt: Path, fsdp: bool, main: bool, on_prepared, log):
+    """A finished run (train_done.json): its best weights loaded, its result read back."""
+    if fsdp:   # shard first (FSDP2 prepares a model only with its optimizer, in place), then broadcast the weights
+        acc.prepare(model, _optimizer(model, cfg, acc.device))
+    if on_prepared is not None:
+        on_prepared(acc, model)
+    load_model_state(model, _read_best(ckpt / "best.pt", fsdp, main), fsdp)
+    r = json.loads((ckpt / "train_done.json").read_text())
+    log(f"training already finished (step {r['steps']}, best dev {r['best_score']:.2f} at step "
+        f"{r['best_step']}); loaded the best weights from {ckpt}")
+    return TrainResult(**r)
+
+
+def _finish(raw_model, acc, state: _State, total: int, fsdp: bool, main: bool, ckpt: Path, seconds: float,
+            digest: str) -> TrainResult:
+    """The best weights back in the model, train_done.json written (main process), the result."""
     acc.wait_for_everyone()   # every rank reads the best.pt the main process finished writing
+    best, best_step = state.best, state.best_step
     if (ckpt / "best.pt").exists():
         load_model_state(raw_model, _read_best(ckpt / "best.pt", fsdp, main), fsdp)
     elif math.isinf(best):  # no labelled dev set (e.g. pure MLM): the last weights are the result
-        best, best_step = float("nan"), len(history) and history[-1]["step"]
-    result = TrainResult(steps=step + 1 if total else 0, best_step=best_step, best_score=best,
-                         dev=next((h["dev"] for h in history if h["step"] == best_step), {}), history=history,
-                         seconds=time.time() - t0, tokens=tokens, computed_tokens=computed, identity=digest)
+        best, best_step = float("nan"), len(state.history) and state.history[-1]["step"]
+    result = TrainResult(steps=state.step if total else 0, best_step=best_step, best_score=best,
+                         dev=next((h["dev"] for h in state.history if h["step"] == best_step), {}),
+                         history=state.history, seconds=seconds, tokens=state.tokens,
+                         computed_tokens=state.computed, identity=digest)
     if main:
-        from .results import atomic_write_text
-        atomic_write_text(done_file, json.dumps(asdict(result), default=float))
+        files.atomic_write_text(ckpt / "train_done.json", json.dumps(asdict(result), default=float))
     return result
 
 

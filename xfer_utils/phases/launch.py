@@ -19,7 +19,8 @@ one-process run. In the child (see :func:`_child_main`):
   argument that does it; nothing is patched into ``models``), so the next phase - or XCOPA's SIQA->COPA chain
   inside one run - loads a complete folder as usual; under FSDP the full state dict is gathered first
   (``train.model_state``, a collective) and only the encoder's tensors are written;
-* only the main process logs; multi-task models get ``find_unused_parameters=True`` (one head per step).
+* only the main process logs; multi-task models get ``find_unused_parameters=True`` (one head per step;
+  train._accelerator).
 
 Which accelerate config: ``ddp_cpu`` without CUDA (gloo; tests), ``fsdp_full_shard`` when the planner says the
 model needs sharding (or, without a GPU size, when it has >= ``FSDP_MIN_PARAMS`` parameters), else ``ddp``.
@@ -402,55 +403,34 @@ def _kill_group(proc) -> None:
 
 
 # ---------------------------------------------------------------- the launched process (every rank)
-def _install_child_shims(state, seen: dict):
-    """In the launched processes only: multi-task DDP tolerates heads unused in a step and the prepared model is
-    remembered in `seen` (FSDP state-dict gathering). train.train builds its own Accelerator, so this is still a
-    subclass installed in place of accelerate.Accelerator (train.py takes no accelerator argument yet). Returns the
-    phase's `save_encoder`: the encoder saved once, by the main process, between barriers."""
-    import accelerate
-    import torch
+class _MainProcessSaver:
+    """The phase's `save_encoder` in the launched processes (every rank calls it): the encoder is written once, by
+    the main process, between barriers. Under FSDP the full weights are first gathered, a collective, through the
+    accelerator and prepared model that train.train hands to `on_prepared` (explicit arguments: nothing in
+    accelerate or models is replaced)."""
 
-    from .. import models
+    def __init__(self, state):
+        self.state, self.acc, self.model = state, None, None
 
-    base = accelerate.Accelerator
-    if not getattr(base, "_xfer_shim", False):
-        class Accelerator(base):
-            _xfer_shim = True
+    def on_prepared(self, acc, model) -> None:
+        self.acc, self.model = acc, model
 
-            def prepare(self, *args, **kw):
-                net = next((a for a in args if isinstance(a, torch.nn.Module)), None)
-                if net is not None and len(getattr(net, "heads", ())) > 1 and self.ddp_handler is None:
-                    from accelerate.utils import DistributedDataParallelKwargs
-                    self.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
-                out = super().prepare(*args, **kw)
-                if net is not None:
-                    seen["accelerator"] = self
-                    seen["model"] = out[0] if isinstance(out, (tuple, list)) else out   # FSDP2: a list
-                return out
-
-        accelerate.Accelerator = Accelerator
-
-    save = models.save_encoder
-
-    def save_encoder(model, tokenizer, out):
-        acc = seen.get("accelerator")
+    def __call__(self, model, tokenizer, out) -> Path:
+        from .. import models, train
         full = None
-        if acc is not None and acc.distributed_type.name == "FSDP":
-            from .. import train
-            full = train.model_state(seen["model"], fsdp=True)  # collective: every rank takes part
-        state.wait_for_everyone()
-        if state.is_main_process:
+        if self.acc is not None and self.acc.distributed_type.name == "FSDP":
+            full = train.model_state(self.model, fsdp=True)     # collective: every rank takes part
+        self.state.wait_for_everyone()
+        if self.state.is_main_process:
             if full is None:
-                save(model, tokenizer, out)
+                models.save_encoder(model, tokenizer, out)
             else:
                 enc = {k[len("encoder."):]: v for k, v in full.items() if k.startswith("encoder.")}
                 Path(out).mkdir(parents=True, exist_ok=True)
-                acc.unwrap_model(model).encoder.save_pretrained(out, state_dict=enc)
+                self.acc.unwrap_model(model).encoder.save_pretrained(out, state_dict=enc)
                 tokenizer.save_pretrained(out)
-        state.wait_for_everyone()                                 # the folder is complete before anyone reads it
+        self.state.wait_for_everyone()                           # the folder is complete before anyone reads it
         return Path(out)
-
-    return save_encoder
 
 
 def _fsdp_on_cpu() -> None:
@@ -493,7 +473,7 @@ def _child_main(argv: list[str] | None = None) -> int:
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    save_encoder = _install_child_shims(state, {})
+    save_encoder = _MainProcessSaver(state)
     fn = phase_function(args.phase)
     sig = inspect.signature(fn).parameters
     if "save_encoder" in sig or any(p.kind is p.VAR_KEYWORD for p in sig.values()):

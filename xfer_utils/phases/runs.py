@@ -169,7 +169,8 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
                                                                   if k in train.TrainConfig.__dataclass_fields__})
     res = train.train(net, tokenizer, tds, cfg, ckpt, log=log,
                       identity={**ident.model_identity(model_label or model), "lora_rank": lora_rank,
-                                "max_train_examples": max_train_examples, "strategy": strategy})
+                                "max_train_examples": max_train_examples, "strategy": strategy},
+                      on_prepared=getattr(save_encoder, "on_prepared", None))
     encoder_dir = _save_encoder(net, tokenizer, ckpt / "encoder", lora_rank, res.identity, save=save_encoder,
                                 intermediate=intermediate, model=model_label or model)
     rows = []
@@ -279,7 +280,8 @@ def _train_first(pre: str, encoder: str, tokenizer, hp: dict, ckpt: Path, *, sta
     _lora(pnet, lora_rank)
     pcfg = train_config(seed=seed, eval_examples=eval_examples,
                         **{k: v for k, v in hp.items() if k in train.TrainConfig.__dataclass_fields__})
-    pres = train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log, identity=start)
+    pres = train.train(pnet, tokenizer, [ptd], pcfg, ckpt / pre, log=log, identity=start,
+                       on_prepared=getattr(save_encoder, "on_prepared", None))
     return str(_save_encoder(pnet, tokenizer, ckpt / pre / "encoder", lora_rank, pres.identity, save=save_encoder,
                              intermediate=f"{intermediate} then {pre}", model=label))
 

@@ -165,7 +165,7 @@ def _error_text(e: BaseException) -> tuple[str, str]:
 
 def _fail(plan: plans.Plan, run: plans.Run, e: BaseException) -> str:
     line, text = _error_text(e)
-    results.atomic_write_text(run.run_dir / "error.txt", text)
+    files.atomic_write_text(run.run_dir / "error.txt", text)
     dest = plan.failed_dir / run.run_id
     if dest.exists():
         shutil.rmtree(dest)
@@ -188,9 +188,9 @@ def _execute(plan: plans.Plan, run: plans.Run, launch) -> tuple[str, str]:
     """Execute one run: ('done', '') or ('failed', reason). KeyboardInterrupt propagates (run stays partial)."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / DONE).unlink(missing_ok=True)
-    results.atomic_write_text(run.run_dir / "params.yaml", yaml.safe_dump(run.passed, sort_keys=False,
+    files.atomic_write_text(run.run_dir / "params.yaml", yaml.safe_dump(run.passed, sort_keys=False,
                                                                          allow_unicode=True))
-    results.atomic_write_text(run.run_dir / RUNNING, json.dumps(files.whoami()))
+    files.atomic_write_text(run.run_dir / RUNNING, json.dumps(files.whoami()))
     t0, started = time.time(), _now()
     try:
         launch(plan, run)
@@ -202,7 +202,7 @@ def _execute(plan: plans.Plan, run: plans.Run, launch) -> tuple[str, str]:
     finally:
         (run.run_dir / RUNNING).unlink(missing_ok=True)
     t1 = time.time()
-    results.atomic_write_text(run.run_dir / DONE, json.dumps({
+    files.atomic_write_text(run.run_dir / DONE, json.dumps({
         "run_id": run.run_id, "phase": run.phase, "plan": plan.name, "notebook": str(run.notebook),
         "started_at": started, "finished_at": _now(), "started_ts": t0, "finished_ts": t1,
         "wall_s": round(t1 - t0, 2), "params_digest": params_digest(run.passed), "git_sha": results.git_sha(),
@@ -720,7 +720,7 @@ def run_submitit(plan: plans.Plan, runs: list, out=print, cluster: str = "auto",
         job = ex.submit(RunJob(plan, r))
         jobs[r.run_id] = (job, time.time())
         known[r.run_id] = str(job.job_id)
-        results.atomic_write_text(_jobs_file(plan), json.dumps(known, indent=1))
+        files.atomic_write_text(_jobs_file(plan), json.dumps(known, indent=1))
         out(f"{heads[r.run_id]}  submitted (job {job.job_id}" + (f", after {', '.join(deps)})" if deps else ")"))
 
     def finish(rid: str) -> None:
