@@ -43,6 +43,18 @@ def test_qa_language_score_is_mean_of_em_and_f1():
     assert ts.loc["xquad", "n_expected"] == len(tasks.languages("xquad"))
 
 
+def test_qa_language_without_exact_match_has_no_score():
+    """The table scores a language with metrics.task_score, the one task-score rule: a QA language whose rows lack
+    EM gets no (EM + F1) / 2 score (evaluate.py averages both), rather than its F1 passed off as the average."""
+    d = pd.concat([rows(run_id="r", model="m", target_task="xquad", language="de", metric="f1", value=70.0,
+                        is_primary=True),
+                   rows(run_id="r", model="m", target_task="xquad", language="es", metric="f1", value=70.0,
+                        is_primary=True),
+                   rows(run_id="r", model="m", target_task="xquad", language="es", metric="exact_match", value=50.0)])
+    ls = analysis.language_scores(d).set_index("language")["score"]
+    assert list(ls.index) == ["es"] and ls["es"] == pytest.approx(60.0)
+
+
 def test_split_preference_and_language_filters():
     d = pd.concat([rows(run_id="a", model="m", target_task="xnli", language=lg, split=sp, metric="accuracy",
                         value=v, is_primary=True)

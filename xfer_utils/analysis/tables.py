@@ -2,9 +2,9 @@
 side-by-side, and the three follow-up questions (DESIGN §5). Pure functions of the long DataFrame; plots.py
 writes the tables and figures. Notebooks 40 and 51-53 only call these.
 
-Scoring rules (google-research/xtreme evaluate.py, protocol.md §9): a language's score is the primary metric, except
-span QA where it is (EM + F1) / 2 (falling back to F1 when EM is missing); a task's score is the mean over its
-languages (the benchmark's list; English excluded when asked, for zero-shot questions); seeds are averaged after.
+Scoring rules (XTREME's evaluate.py, docs/architecture.md): a language's score is metrics.task_score, the one
+task-score rule (the primary metric; span QA (EM + F1) / 2, no score when either is missing); a task's score is the
+mean over its languages (the benchmark's list; English excluded when asked, for zero-shot questions); seeds are averaged after.
 One split per target task: ``split`` if given, else test when the table has it, else validation.
 
 Intermediate labels are opaque strings; `kind_of` sorts them: ``none`` = baseline, ``a@xx`` = translated data,
@@ -71,7 +71,12 @@ def language_scores(df: pd.DataFrame, qa: str = "avg", phases=("target", "retrie
     if len(q):
         piv = q.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean")
         piv = piv.reindex(columns=list(QA_METRICS))
-        score = piv[qa] if qa in QA_METRICS else piv.mean(axis=1, skipna=False).fillna(piv["f1"])
+        if qa in QA_METRICS:
+            score = piv[qa]
+        else:
+            at = keys.index("target_task")
+            score = pd.Series([metrics.task_score(k[at], row.dropna().to_dict()) for k, row in piv.iterrows()],
+                              index=piv.index, dtype=float)
         parts.append(score.rename("score").reset_index())
     out = pd.concat(parts, ignore_index=True).dropna(subset=["score"])
     out["kind"] = out["intermediate"].map(kind_of)
