@@ -394,7 +394,7 @@ def trainer_run(net, task: str, feats: list[dict], pad_id: int, batch: int, step
     optimizer step's end (a TrainerCallback; Trainer's own setup left out, as TrainResult.seconds leaves out the
     project's). `order`: example indices to draw in this order instead of Trainer's length-grouped sampler (the
     project loop's batches, `project_order`: both loops then compute the same batches). Returns seconds, steps,
-    real and computed tokens of the timed steps."""
+    real and computed tokens of the timed steps (wall and CPU seconds)."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -418,17 +418,17 @@ def trainer_run(net, task: str, feats: list[dict], pad_id: int, batch: int, step
             counts["batches"] += 1
             return self.inner(task, b)
 
-    class Clock(TrainerCallback):         # wall time from the first step's start to the last step's end
-        t0 = t1 = None
+    class Clock(TrainerCallback):         # wall and CPU time from the first step's start to the last step's end
+        t0 = t1 = c0 = c1 = None
 
         def on_step_begin(self, args, state, control, **kw):
             if Clock.t0 is None:
-                Clock.t0 = time.perf_counter()
+                Clock.t0, Clock.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             if cuda:
                 torch.cuda.synchronize()
-            Clock.t1 = time.perf_counter()
+            Clock.t1, Clock.c1 = time.perf_counter(), time.process_time()
 
     ds = [{k: f[k] for k in TRAINER_KEYS if k in f} for f in feats]
     args = TrainingArguments(
@@ -447,7 +447,8 @@ def trainer_run(net, task: str, feats: list[dict], pad_id: int, batch: int, step
     from transformers.trainer_callback import PrinterCallback
     trainer.remove_callback(PrinterCallback)      # it prints the final metrics dict to stdout
     trainer.train()
-    return {"seconds": Clock.t1 - Clock.t0, "steps": trainer.state.global_step, "tokens": counts["tokens"],
+    return {"seconds": Clock.t1 - Clock.t0, "cpu_seconds": Clock.c1 - Clock.c0,
+            "steps": trainer.state.global_step, "tokens": counts["tokens"],
             "computed_tokens": counts["computed"], "batches": counts["batches"]}
 
 

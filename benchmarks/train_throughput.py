@@ -1,6 +1,7 @@
 """Training throughput: the project's training path versus the reference implementation's way, in one process.
 
     python benchmarks/train_throughput.py [--json benchmarks/results/train_throughput.json] [--steps 6] [--tiny]
+        [--arms project,trainer] [--tasks tagging,sentence] [--repeats 4] [--differential]
 
 Both arms call ``xfer_utils.train.train`` on the same randomly initialised XLM-R-shaped encoder (4 layers, hidden
 256, 4 heads, FFN 1024 by default; deep copies of one init, identical head init), the same features, seed, batch
@@ -25,7 +26,11 @@ windows, STS pairs, UD sentences as tagging, Tatoeba lines as single-sentence cl
 ``xfer_utils.features`` with a tokenizer trained on that text (``_common.load_world``); synthetic fallback.
 
 All arms are timed over their optimizer steps: the project's TrainResult.seconds less its final ``last.pt`` write
-(timed apart, ``save_seconds``), the Trainer's from its first step's start to its last step's end.
+(timed apart, ``save_seconds``), the Trainer's from its first step's start to its last step's end; CPU time likewise
+(the project's from its prepared model on). Comparing against the Trainer's own sampler, time whole epochs
+(``--steps`` = examples / batch) without ``--differential``: its sampler's first batch holds the longest sequences,
+so a few steps, or the differential's dropped first step, flatter its padding (one epoch of tagging: 0.912 real /
+computed tokens for its sampler and 0.915 for the project's, 0.927 for its sampler less that first batch).
 
 Reported per task and overall: real (non-pad) tokens per second (TrainResult.tokens / seconds), computed tokens,
 padding efficiency (real / computed) of the timed steps and of one whole epoch's batch schedule
@@ -53,6 +58,9 @@ import _common as C  # noqa: E402
 
 
 ARMS = ("baseline", "project", "trainer", "trainer_same_batches")
+# per-task ratios of real tok/s (and of real tokens per CPU second, suffix _cpu_time): name -> numerator / denominator
+RATIOS = (("speedup", "project", "baseline"), ("vs_trainer", "project", "trainer"),
+          ("vs_trainer_same_batches", "project", "trainer_same_batches"))
 
 
 def epoch_efficiency(feats: list[dict], pad_id: int, batch: int, max_length: int, seed: int) -> dict:
@@ -117,11 +125,10 @@ def _run_arm(encoder0, tokenizer, kind: str, feats: list[dict], mode: str, steps
     torch.manual_seed(seed)
     model = models.MultiTaskModel(copy.deepcopy(encoder0), {kind: (task_type, n_labels)})
     if mode in ("trainer", "trainer_same_batches"):
-        c0 = time.process_time()      # CPU time includes Trainer's setup (cancels with --differential)
         order = C.project_order(feats, batch, steps, seed) if mode == "trainer_same_batches" else None
         r = C.trainer_run(model, kind, feats, tokenizer.pad_token_id, batch, steps, seed,
                           tempfile.mkdtemp(prefix=f"{kind}-trainer-", dir=ckpt_root), order=order)
-        cpu = time.process_time() - c0
+        cpu = r["cpu_seconds"]        # over its steps, as the wall clock (Trainer's setup left out)
         return {"task": kind, "mode": mode, "precision": "fp32" if not torch.cuda.is_available() else "bf16",
                 "steps": r["steps"], "batches": r["batches"], "seconds": r["seconds"], "cpu_seconds": cpu,
                 "tokens": r["tokens"],
@@ -143,10 +150,11 @@ def _run_arm(encoder0, tokenizer, kind: str, feats: list[dict], mode: str, steps
         saving[0] += time.perf_counter() - t
         saving[1] += time.process_time() - c
     train._atomic_save = timed_save
+    c0 = []   # CPU time from the prepared model on (train's setup left out, as from the Trainer's first step)
     try:
-        c0 = time.process_time()
-        r = train.train(model, tokenizer, [td], cfg, ckpt, progress=False, log=lambda *a: None)
-        cpu = time.process_time() - c0 - saving[1]
+        r = train.train(model, tokenizer, [td], cfg, ckpt, progress=False, log=lambda *a: None,
+                        on_prepared=lambda acc, m: c0.append(time.process_time()))
+        cpu = time.process_time() - c0[0] - saving[1]
     finally:
         train._atomic_save = orig
     seconds = r.seconds - saving[0]
@@ -173,7 +181,14 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration (tests)")
     ap.add_argument("--differential", action="store_true",
                     help="time each arm as (1 + steps) steps less 1 step: fixed costs cancel (run_arm)")
+    ap.add_argument("--arms", default=",".join(ARMS),
+                    help="comma-separated subset of " + ",".join(ARMS) + " (ratios need both of their arms; "
+                         "leaving out the fixed-padding baseline makes a whole-epoch comparison affordable)")
     a = ap.parse_args(argv)
+    arms = tuple(m for m in a.arms.split(",") if m)
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown or not arms:
+        ap.error(f"unknown arm(s) {unknown or a.arms!r}; choose from {', '.join(ARMS)}")
     import torch
     kinds = [k for k in a.tasks.split(",") if k]
     if a.threads > 0:
@@ -198,11 +213,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="xfer-bench-", dir=shm) as ck:
         # warm-up (thread pools, allocator): one short untimed run per arm on the shortest task
         wk = kinds[-1]
-        for mode in ARMS:
+        for mode in arms:
             run_arm(encoder0, tok, wk, feats[wk][: a.batch * 2], mode, 1, a.batch, a.seed, ck)
         for rep in range(a.repeats):
             for k in kinds:
-                order = ARMS if rep % 2 == 0 else ARMS[::-1]
+                order = arms if rep % 2 == 0 else arms[::-1]
                 for mode in order:
                     r = run_arm(encoder0, tok, k, feats[k], mode, a.steps, a.batch, a.seed, ck, a.differential)
                     r["repeat"] = rep
@@ -213,7 +228,7 @@ def main(argv=None) -> int:
     for k in kinds:
         row = {"task": k, "type": C.KINDS[k][0], "max_length": C.KINDS[k][2], "examples": len(feats[k]),
                "mean_length": eff[k]["mean_length"]}
-        for mode in ARMS:
+        for mode in arms:
             rs = [r for r in runs if r["task"] == k and r["mode"] == mode]
             row[f"{mode}_tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in rs)
             row[f"{mode}_tokens_per_cpu_s"] = statistics.median(r["tokens_per_cpu_s"] for r in rs)
@@ -223,13 +238,17 @@ def main(argv=None) -> int:
             row[f"{mode}_computed_tokens"] = sum(r["computed_tokens"] for r in rs)
             row[f"{mode}_padding_efficiency_timed"] = row[f"{mode}_tokens"] / row[f"{mode}_computed_tokens"]
             row[f"{mode}_computed_per_s"] = row[f"{mode}_computed_tokens"] / row[f"{mode}_seconds"]
-        row["speedup"] = row["project_tokens_per_s"] / row["baseline_tokens_per_s"]
-        row["vs_trainer"] = row["project_tokens_per_s"] / row["trainer_tokens_per_s"]
-        row["vs_trainer_same_batches"] = row["project_tokens_per_s"] / row["trainer_same_batches_tokens_per_s"]
-        row["vs_trainer_cpu_time"] = row["project_tokens_per_cpu_s"] / row["trainer_tokens_per_cpu_s"]
-        row["vs_trainer_same_batches_cpu_time"] = (row["project_tokens_per_cpu_s"]
-                                                   / row["trainer_same_batches_tokens_per_cpu_s"])
-        row["speedup_cpu_time"] = row["project_tokens_per_cpu_s"] / row["baseline_tokens_per_cpu_s"]
+        # a ratio needs both of its arms (--arms may leave some out): None otherwise
+        for name, num, den in RATIOS:
+            for unit, suffix in (("tokens_per_s", ""), ("tokens_per_cpu_s", "_cpu_time")):
+                both = f"{num}_{unit}" in row and f"{den}_{unit}" in row
+                row[name + suffix] = row[f"{num}_{unit}"] / row[f"{den}_{unit}"] if both else None
+            # paired: the two arms of one repeat ran back to back, so a slow spell of the machine (seen here: one
+            # arm at 1,856 and 2,387 real tok/s in two repeats) hits both; the spread of these is the noise
+            pairs = [(r_num, r_den) for rep in range(a.repeats)
+                     for r_num in runs if r_num["task"] == k and r_num["mode"] == num and r_num["repeat"] == rep
+                     for r_den in runs if r_den["task"] == k and r_den["mode"] == den and r_den["repeat"] == rep]
+            row[name + "_by_repeat"] = [x["tokens_per_s"] / y["tokens_per_s"] for x, y in pairs] or None
         row["padding_efficiency_epoch"] = eff[k]["project"]
         row["padding_efficiency_epoch_round8"] = eff[k]["project_round8"]
         row["padding_efficiency_epoch_packed_round8"] = eff[k]["packed_round8"]
@@ -241,21 +260,30 @@ def main(argv=None) -> int:
     def tot(mode, key):
         return sum(r[key] for r in runs if r["mode"] == mode)
 
-    def geomean(xs):
-        return math.exp(statistics.fmean(math.log(x) for x in xs))
+    def rate(mode, key):
+        return tot(mode, key) / tot(mode, "seconds") if mode in arms else None
+
+    def over(x, y):
+        return None if x is None or y is None else x / y
+
+    def geomean(key):
+        xs = [r[key] for r in per_task]
+        return None if None in xs else math.exp(statistics.fmean(math.log(x) for x in xs))
+
+    def lowest(key):
+        xs = [r[key] for r in per_task]
+        return None if None in xs else min(xs)
 
     # headline: every task shape weighs the same (geometric mean of per-task speedups, mean of efficiencies)
-    speedup = geomean([r["speedup"] for r in per_task])
+    speedup = geomean("speedup")
     pad_eff = statistics.fmean(eff[k]["project"] for k in kinds)
     base_eff = statistics.fmean(eff[k]["baseline"] for k in kinds)
     # pooled alternatives: sum of real tokens / sum of seconds (tasks weighted by their time), whole-epoch
     # efficiency weighted by each task's real tokens (the long QA windows dominate)
     real = {k: eff[k]["mean_length"] * len(feats[k]) for k in kinds}
-    pooled = (tot("project", "tokens") / tot("project", "seconds")) / \
-             (tot("baseline", "tokens") / tot("baseline", "seconds"))
+    pooled = over(rate("project", "tokens"), rate("baseline", "tokens"))
     # compute-normalised: how fast each arm pushes computed (padded) tokens; ~1 means the whole gain is padding
-    compute_rate_ratio = (tot("project", "computed_tokens") / tot("project", "seconds")) / \
-                         (tot("baseline", "computed_tokens") / tot("baseline", "seconds"))
+    compute_rate_ratio = over(rate("project", "computed_tokens"), rate("baseline", "computed_tokens"))
     load1 = C.loadavg()
     result = {
         "benchmark": "train_throughput",
@@ -266,23 +294,25 @@ def main(argv=None) -> int:
                               "wall clock (TrainResult.seconds), median over repeats",
         "padding_efficiency_definition": "mean over the task shapes of real / computed tokens over one whole epoch "
                                          "of the project's batch schedule",
-        "speedup_cpu_time": geomean([r["speedup_cpu_time"] for r in per_task]),
-        "vs_trainer": geomean([r["vs_trainer"] for r in per_task]),
-        "vs_trainer_min": min(r["vs_trainer"] for r in per_task),
-        "vs_trainer_same_batches": geomean([r["vs_trainer_same_batches"] for r in per_task]),
-        "vs_trainer_same_batches_min": min(r["vs_trainer_same_batches"] for r in per_task),
-        "vs_trainer_cpu_time_min": min(r["vs_trainer_cpu_time"] for r in per_task),
-        "vs_trainer_same_batches_cpu_time_min": min(r["vs_trainer_same_batches_cpu_time"] for r in per_task),
+        "speedup_cpu_time": geomean("speedup_cpu_time"),
+        "vs_trainer": geomean("vs_trainer"),
+        "vs_trainer_min": lowest("vs_trainer"),
+        "vs_trainer_same_batches": geomean("vs_trainer_same_batches"),
+        "vs_trainer_same_batches_min": lowest("vs_trainer_same_batches"),
+        "vs_trainer_cpu_time_min": lowest("vs_trainer_cpu_time"),
+        "vs_trainer_same_batches_cpu_time_min": lowest("vs_trainer_same_batches_cpu_time"),
         "vs_trainer_definition": "project real tok/s / HF Trainer (dynamic padding, group_by_length) real tok/s "
-                                 "per task shape, median over repeats; vs_trainer: geometric mean, _min: the lowest",
+                                 "per task shape, median over repeats; vs_trainer: geometric mean, _min: the lowest; "
+                                 "per task, vs_trainer_by_repeat: the ratio within each repeat (arms back to back)",
         "speedup_pooled": pooled,
         "padding_efficiency_min": min(eff[k]["project"] for k in kinds),
         "padding_efficiency_token_weighted": sum(real.values()) / sum(real[k] / eff[k]["project"] for k in kinds),
         "padding_efficiency_round8": statistics.fmean(eff[k]["project_round8"] for k in kinds),
-        "padding_efficiency_timed": tot("project", "tokens") / tot("project", "computed_tokens"),
+        "padding_efficiency_timed": over(tot("project", "tokens"), tot("project", "computed_tokens") or None),
         "computed_tokens_per_s_ratio": compute_rate_ratio,
-        "project_tokens_per_s": tot("project", "tokens") / tot("project", "seconds"),
-        "baseline_tokens_per_s": tot("baseline", "tokens") / tot("baseline", "seconds"),
+        "project_tokens_per_s": rate("project", "tokens"),
+        "baseline_tokens_per_s": rate("baseline", "tokens"),
+        "arms": list(arms),
         "targets": {"speedup": 2.0, "padding_efficiency": 0.9, "vs_trainer_min": 1.0},
         "tasks": per_task,
         "runs": runs,
@@ -319,11 +349,15 @@ def main(argv=None) -> int:
                              ("padding_efficiency_epoch", "project eff", ".3f"),
                              ("padding_efficiency_epoch_round8", "eff x8 (GPU)", ".3f"),
                              ("padding_efficiency_epoch_packed_round8", "packed x8 (GPU)", ".3f")]))
-    print(f"\nspeedup {speedup:.2f}x (geometric mean over tasks, wall clock; target >= 2; by CPU time "
-          f"{result['speedup_cpu_time']:.2f}x; pooled {pooled:.2f}x); padding efficiency {pad_eff:.3f} (mean over "
+
+    def x(v):      # a ratio, or "-" where --arms left one of its arms out
+        return "-" if v is None else f"{v:.2f}x"
+    print(f"\nspeedup {x(speedup)} (geometric mean over tasks, wall clock; target >= 2; by CPU time "
+          f"{x(result['speedup_cpu_time'])}; pooled {x(pooled)}); padding efficiency {pad_eff:.3f} (mean over "
           f"tasks, target >= 0.9; min {result['padding_efficiency_min']:.3f}; baseline {base_eff:.3f}); "
-          f"computed-token rate ratio {compute_rate_ratio:.2f}; project vs HF Trainer {result['vs_trainer']:.2f}x "
-          f"(lowest task {result['vs_trainer_min']:.2f}x); load average {load0} -> {load1}")
+          f"computed-token rate ratio {x(compute_rate_ratio)}; project vs HF Trainer {x(result['vs_trainer'])} "
+          f"(lowest task {x(result['vs_trainer_min'])}; on the same batches {x(result['vs_trainer_same_batches'])}); "
+          f"load average {load0} -> {load1}")
     C.write_json(a.json, result)
     return 0
 
