@@ -22,11 +22,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Two pytest workers (pytest-xdist), one test file per worker at a time (--dist loadfile: a file's module fixtures
+# are built once). Measured here: 806 tests in 8 min 46 s with two workers; 16.5-22 min in one process.
+# TEST_WORKERS=0 runs them in this process (pdb, -x).
+TEST_WORKERS ?= 2
+PYTEST := $(TINY_ENV) $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP)
-	$(TINY_ENV) $(BIN)/python -m pytest -q xfer_utils tests
+	$(PYTEST) xfer_utils tests
 
 test-fast: $(STAMP)
-	$(TINY_ENV) $(BIN)/python -m pytest -q -m "not slow" xfer_utils tests
+	$(PYTEST) -m "not slow" xfer_utils tests
 
 smoke: $(STAMP)
 	$(TINY_ENV) $(BIN)/xfer run params/plans/smoke.yaml --parallel 2

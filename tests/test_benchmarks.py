@@ -50,6 +50,33 @@ def test_train_throughput_tiny(tmp_path):
 
 
 @pytest.mark.slow
+def test_train_throughput_runs_only_the_arms_asked_for(tmp_path):
+    # --arms project,trainer (the whole-epoch comparison): no baseline run, so the ratios that need it are null
+    # rather than computed against a missing arm, and vs_trainer is still there
+    r = run("train_throughput.py", tmp_path, "--synthetic", "--tasks", "sentence", "--arms", "project,trainer")
+    assert {x["mode"] for x in r["runs"]} == {"project", "trainer"} and r["arms"] == ["project", "trainer"]
+    assert r["speedup"] is None and r["vs_trainer_same_batches"] is None and r["baseline_tokens_per_s"] is None
+    assert r["vs_trainer"] > 0 and r["vs_trainer_min"] == r["tasks"][0]["vs_trainer"]
+
+
+def test_train_throughput_refuses_an_unknown_arm():
+    p = subprocess.run([sys.executable, str(BENCH / "train_throughput.py"), "--arms", "project,hf"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "unknown arm(s) ['hf']" in p.stderr and "trainer_same_batches" in p.stderr
+
+
+@pytest.mark.slow
+def test_loop_overhead_tiny(tmp_path):
+    r = run("loop_overhead.py", tmp_path, "--synthetic", "--tasks", "sentence")
+    (t,) = r["tasks"]
+    # both arms ran every repeat, in alternating order, with kernel time and loop-side time apart
+    assert [(x["mode"], x["repeat"]) for x in r["runs"]] == [("project", 0), ("trainer", 0), ("trainer", 1),
+                                                             ("project", 1)]
+    assert t["project_kernel_seconds"] > 0 and t["trainer_kernel_seconds"] > 0
+    assert t["project_loop_ms_per_step"] > 0 and r["loop_ratio_max"] == t["loop_ratio"]
+
+
+@pytest.mark.slow
 def test_eval_throughput_tiny(tmp_path):
     r = run("eval_throughput.py", tmp_path, "--synthetic")
     assert r["speedup"] > 0 and 0 < r["padding_efficiency"] <= 1

