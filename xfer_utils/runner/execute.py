@@ -697,102 +697,132 @@ def _job_error(plan: plans.Plan, run: plans.Run, e: BaseException) -> str:
 def run_submitit(plan: plans.Plan, runs: list, out=print, cluster: str = "auto", parallel: int = 1,
                  wait: bool = True, poll_s: float | None = None, plan_path=None) -> int:
     """Dispatch `runs` as submitit jobs (see the module docstring); returns the exit code like run_plan."""
-    kind = make_executor(plan, cluster).cluster
-    by_id = {r.run_id: r for r in plan.runs}
-    n = len(runs)
-    heads = {r.run_id: f"[{i:>{len(str(n))}}/{n}] {r.phase}/{r.run_id}" for i, r in enumerate(runs, 1)}
-    state: dict[str, tuple[str, str, float]] = {}
-    jobs: dict[str, tuple] = {}          # run_id -> (job, submitted at)
-    out(f"plan {plan.name}: {n} runs -> {plan.dir} (checkpoints: {plan.checkpoint_root / plan.name}); submitit "
-        f"on {kind}, job logs in {plan.dir / '_submitit'}")
-    poll = poll_s if poll_s is not None else (15.0 if kind == "slurm" else 0.5)
-    chosen = {r.run_id: r for r in runs}
+    d = _Dispatch(plan, runs, make_executor(plan, cluster).cluster, out, plan_path or plan.path)
+    out(f"plan {plan.name}: {len(runs)} runs -> {plan.dir} (checkpoints: {plan.checkpoint_root / plan.name}); "
+        f"submitit on {d.kind}, job logs in {plan.dir / '_submitit'}")
+    poll = poll_s if poll_s is not None else (15.0 if d.kind == "slurm" else 0.5)
+    try:
+        if d.kind == "slurm":
+            d.submit_all()
+            if not wait:
+                d.say_how_to_follow()
+                return 0
+            d.wait(poll)
+        else:
+            d.submit_when_ready(parallel, poll)
+    except KeyboardInterrupt:
+        d.interrupt()
+        return _summary(plan, d.state, out, True)
+    return _summary(plan, d.state, out, False)
 
-    def submit(r, deps: list[str]) -> None:
-        params = job_parameters(plan, r, kind)
+
+class _Dispatch:
+    """The jobs of one `xfer run --launcher submitit`: what was submitted, what finished how (`state`, as the
+    local launchers keep it), and jobs.json (run id -> its last job id, so that a second `xfer run` does not
+    submit a run that is still queued)."""
+
+    def __init__(self, plan: plans.Plan, runs: list, kind: str, out, plan_path):
+        self.plan, self.runs, self.kind, self.out, self.plan_path = plan, runs, kind, out, plan_path
+        self.by_id = {r.run_id: r for r in plan.runs}
+        n = len(runs)
+        self.heads = {r.run_id: f"[{i:>{len(str(n))}}/{n}] {r.phase}/{r.run_id}" for i, r in enumerate(runs, 1)}
+        self.state: dict[str, tuple[str, str, float]] = {}
+        self.jobs: dict[str, tuple] = {}          # run_id -> (job, submitted at)
+        self.known = _read_jobs(plan)
+
+    def submit(self, r: plans.Run, deps: list[str]) -> None:
+        params = job_parameters(self.plan, r, self.kind)
         extra = dict(r.resources.get("slurm") or {})
         if deps:
             extra.update(dependency="afterok:" + ":".join(deps), kill_on_invalid_dep="yes")
-        if kind == "slurm":
+        if self.kind == "slurm":
             params["slurm_additional_parameters"] = extra
-        ex = make_executor(plan, kind)           # a fresh one: submitit's parameters stick between submissions
+        ex = make_executor(self.plan, self.kind)    # a fresh one: submitit's parameters stick between submissions
         ex.update_parameters(**params)
-        job = ex.submit(RunJob(plan, r))
-        jobs[r.run_id] = (job, time.time())
-        known[r.run_id] = str(job.job_id)
-        files.atomic_write_text(_jobs_file(plan), json.dumps(known, indent=1))
-        out(f"{heads[r.run_id]}  submitted (job {job.job_id}" + (f", after {', '.join(deps)})" if deps else ")"))
+        job = ex.submit(RunJob(self.plan, r))
+        self.jobs[r.run_id] = (job, time.time())
+        self.known[r.run_id] = str(job.job_id)
+        files.atomic_write_text(_jobs_file(self.plan), json.dumps(self.known, indent=1))
+        self.out(f"{self.heads[r.run_id]}  submitted (job {job.job_id}"
+                 + (f", after {', '.join(deps)})" if deps else ")"))
 
-    def finish(rid: str) -> None:
-        job, t0 = jobs.pop(rid)
-        r = by_id[rid]
-        wall = time.time() - t0
+    def finish(self, rid: str) -> None:
+        job, t0 = self.jobs.pop(rid)
+        r, head, wall = self.by_id[rid], self.heads[rid], time.time() - t0
         try:
             job.result()
-            state[rid] = ("done", "", wall)
-            out(f"{heads[rid]}  done ({_fmt_s(wall)})")
+            self.state[rid] = ("done", "", wall)
+            self.out(f"{head}  done ({_fmt_s(wall)})")
         except Exception as e:          # noqa: BLE001 - a failed job is one failed run
-            bad = [d for d in r.needs if state.get(d, ("",))[0] in ("failed", "blocked")]
+            bad = [d for d in r.needs if self.state.get(d, ("",))[0] in ("failed", "blocked")]
             if bad:
-                state[rid] = ("blocked", f"needs {bad[0]}", wall)
-                out(f"{heads[rid]}  blocked (needs {bad[0]})")
+                self.state[rid] = ("blocked", f"needs {bad[0]}", wall)
+                self.out(f"{head}  blocked (needs {bad[0]})")
             else:
-                why = _job_error(plan, r, e)
-                state[rid] = ("failed", why, wall)
-                out(f"{heads[rid]}  failed ({_fmt_s(wall)}): {why} -> {plan.failed_dir / rid} "
-                    f"(job log: {job.paths.stderr})")
+                why = _job_error(self.plan, r, e)
+                self.state[rid] = ("failed", why, wall)
+                self.out(f"{head}  failed ({_fmt_s(wall)}): {why} -> {self.plan.failed_dir / rid} "
+                         f"(job log: {job.paths.stderr})")
 
-    interrupted = False
-    known = _read_jobs(plan)            # run id -> its last job id (a second `xfer run` must not duplicate jobs)
-    try:
-        if kind == "slurm":             # the scheduler holds dependents back: submit everything now
-            for r in runs:
-                queued = _queued(plan, known[r.run_id]) if r.run_id in known and read_done(r) is None else None
-                if queued is not None:
-                    queued._xfer_queued = True
-                    jobs[r.run_id] = (queued, time.time())
-                    out(f"{heads[r.run_id]}  already queued (job {queued.job_id})")
-                    continue
-                upstream = [d for d in r.needs if d in jobs]
-                if upstream:
-                    out(f"{heads[r.run_id]}  waits for {', '.join(upstream)}")
-                elif not _decide(plan, r, by_id, state, heads[r.run_id], out):
-                    continue
-                submit(r, [str(jobs[d][0].job_id) for d in upstream])
-            if not wait:
-                fresh = sum(1 for j, _ in jobs.values() if not getattr(j, "_xfer_queued", False))
-                out(f"submitted {fresh} jobs ({len(jobs) - fresh} already queued); follow them with `xfer status "
-                    f"{plan_path or plan.path}` and collect with `xfer collect {plan_path or plan.path}`")
-                return 0
-            while jobs:
-                for rid in [rid for rid, (job, _) in jobs.items() if job.done()]:
-                    finish(rid)
-                if jobs:
-                    time.sleep(poll)
-        else:                           # no dependencies: submit when the upstream runs have finished
-            pending = list(runs)
-            while pending or jobs:
-                for r in list(pending):
-                    if len(jobs) >= max(1, parallel):
-                        break
-                    if any(d in chosen and d not in state for d in r.needs):
-                        continue        # an upstream run is pending or running
-                    pending.remove(r)
-                    if _decide(plan, r, by_id, state, heads[r.run_id], out):
-                        submit(r, [])
-                for rid in [rid for rid, (job, _) in jobs.items() if job.done()]:
-                    finish(rid)
-                if jobs or pending:
-                    time.sleep(poll)
-    except KeyboardInterrupt:
-        interrupted = True
-        for rid, (job, t0) in list(jobs.items()):
-            if kind != "slurm":
+    def _reap(self) -> None:
+        for rid in [rid for rid, (job, _) in self.jobs.items() if job.done()]:
+            self.finish(rid)
+
+    def submit_all(self) -> None:
+        """Slurm holds dependents back itself (afterok): everything is submitted now, each run after the jobs of
+        its upstream runs; a run still queued from an earlier `xfer run` is followed, not resubmitted."""
+        for r in self.runs:
+            head = self.heads[r.run_id]
+            queued = (_queued(self.plan, self.known[r.run_id])
+                      if r.run_id in self.known and read_done(r) is None else None)
+            if queued is not None:
+                queued._xfer_queued = True
+                self.jobs[r.run_id] = (queued, time.time())
+                self.out(f"{head}  already queued (job {queued.job_id})")
+                continue
+            upstream = [d for d in r.needs if d in self.jobs]
+            if upstream:
+                self.out(f"{head}  waits for {', '.join(upstream)}")
+            elif not _decide(self.plan, r, self.by_id, self.state, head, self.out):
+                continue
+            self.submit(r, [str(self.jobs[d][0].job_id) for d in upstream])
+
+    def say_how_to_follow(self) -> None:
+        fresh = sum(1 for j, _ in self.jobs.values() if not getattr(j, "_xfer_queued", False))
+        self.out(f"submitted {fresh} jobs ({len(self.jobs) - fresh} already queued); follow them with `xfer status "
+                 f"{self.plan_path}` and collect with `xfer collect {self.plan_path}`")
+
+    def wait(self, poll: float) -> None:
+        while self.jobs:
+            self._reap()
+            if self.jobs:
+                time.sleep(poll)
+
+    def submit_when_ready(self, parallel: int, poll: float) -> None:
+        """Executors without dependencies (local, debug): a run is submitted once its upstream runs finished, at
+        most `parallel` at a time."""
+        chosen = {r.run_id for r in self.runs}
+        pending = list(self.runs)
+        while pending or self.jobs:
+            for r in list(pending):
+                if len(self.jobs) >= max(1, parallel):
+                    break
+                if any(d in chosen and d not in self.state for d in r.needs):
+                    continue        # an upstream run is pending or running
+                pending.remove(r)
+                if _decide(self.plan, r, self.by_id, self.state, self.heads[r.run_id], self.out):
+                    self.submit(r, [])
+            self._reap()
+            if self.jobs or pending:
+                time.sleep(poll)
+
+    def interrupt(self) -> None:
+        for rid, (job, t0) in list(self.jobs.items()):
+            if self.kind != "slurm":
                 job.cancel(check=False)
-            state[rid] = ("interrupted", "", time.time() - t0)
-            out(f"{heads[rid]}  interrupted" + (" (the Slurm job goes on)" if kind == "slurm" else
-                                                f": run `xfer run {plan_path or plan.path}` again to resume"))
-    return _summary(plan, state, out, interrupted)
+            self.state[rid] = ("interrupted", "", time.time() - t0)
+            self.out(f"{self.heads[rid]}  interrupted" + (" (the Slurm job goes on)" if self.kind == "slurm" else
+                                                          f": run `xfer run {self.plan_path}` again to resume"))
 
 
 def status(plan_path, outputs="outputs", out=print) -> int:
