@@ -271,7 +271,7 @@ def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
 UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
         "SCONJ", "SYM", "VERB", "X"]
 # kind -> (project task type, number of labels, the reference implementation's max length: jiant pads
-# classification/tagging to 256 and QA to 384; performance.md §1a)
+# classification/tagging to 256 and QA to 384; docs/sources.md, Hyper-parameters)
 KINDS = {
     "qa": ("span_qa", 0, 384),               # XQuAD question + context, SQuAD-style windows (doc stride 128)
     "pair": ("pair_classification", 6, 256),  # STS pairs, label = round(similarity) (XNLI/PAWS-X-shaped)

@@ -19,7 +19,8 @@ Without CUDA (and without --force-cpu) it prints "skipped: no CUDA" and exits 0 
    Per-step time is differential: time(train with S2 steps) - time(train with S1 steps), divided by S2 - S1, so
    the final checkpoint write (~7 GB for XLM-R large with AdamW state) and the first-step warm-up cancel out.
    MFU = 6 * N * tokens per second / peak_bf16 (``mfu``: computed tokens; ``useful_mfu``: real tokens);
-   ``mfu_with_attention`` adds the 12 * layers * d * L^2 attention FLOPs per sequence (performance.md §0).
+   ``mfu_with_attention`` adds the 12 * layers * d * L^2 attention FLOPs per sequence
+   (docs/sources.md, Throughput anchors).
    Arms (issue 20), each at every (length, lengths) shape:
    - ``project``: the training loop's defaults with packing off (bf16, dynamic padding, length grouping);
    - ``packed``: the same with ``packing="on"`` (padding-free rows, block-diagonal attention: features.pack);

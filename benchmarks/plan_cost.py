@@ -3,8 +3,8 @@
     python benchmarks/plan_cost.py [--json benchmarks/results/plan_cost.json] [--gpus a100,h100,l4,t4]
 
 For each plan: when ``params/plans/<plan>.yaml`` exists it is expanded and validated and costed by
-``xfer_utils.runner.execute.cost_table`` (exactly the dry-run). Otherwise the grid that issue 6 and
-../shared/reference/performance.md §2 describe is written out here as run params and costed run by run with
+``xfer_utils.runner.execute.cost_table`` (exactly the dry-run). Otherwise the grid of issue 6
+(docs/sources.md, Cost grids) is written out here as run params and costed run by run with
 ``xfer_utils.runner.cost.estimate`` (the function the dry-run calls), and the JSON says ``"source": "issue-6 grid"``.
 
 Throughput comes from ``xfer_utils/resources/throughput.yaml``: a ``measured`` entry for (model, GPU) when there is one,
@@ -34,7 +34,7 @@ def issue6_runs(plan: str) -> list[tuple[str, dict]]:
     runs: list[tuple[str, dict]] = []
     if plan == "quick":
         # XLM-R base; MNLI / SQuAD / HellaSwag capped (HellaSwag 5k x 4 choices), 2 epochs; every target with
-        # XNLI capped at 50k, SQuAD-trained QA targets capped at 20k (performance.md §2 quick variant)
+        # XNLI capped at 50k, SQuAD-trained QA targets capped at 20k (docs/sources.md, Cost grids)
         model, inter = "FacebookAI/xlm-roberta-base", ["none", "mnli", "squad", "hellaswag"]
         caps = {"mnli": 20_000, "squad": 20_000, "hellaswag": 5_000}
         for it in inter[1:]:

@@ -1,5 +1,5 @@
-"""data.load on the offline mirror: the mirror's schemas equal the hub's (a table transcribed from
-../shared/reference/datasets.md §3-7, independent of the builder), and every (task, split, language) of the registry
+"""data.load on the offline mirror: the mirror's schemas equal the hub's (a table transcribed from the loading
+scripts, docs/sources.md, Hub schemas; independent of the builder), and every (task, split, language) of the registry
 loads with the normalized fields of its type."""
 import pyarrow.parquet as pq
 import pytest
@@ -13,14 +13,17 @@ NER = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 QA_XT = {"answers": {"answer_start": [I32], "text": [S]}}
 # (hub id, config, split file) -> columns in declared order with types; ClassLabel as ("ClassLabel", names).
 SCHEMAS = {
-    ("nyu-mll/glue", "mnli"): {"premise": S, "hypothesis": S, "label": ("ClassLabel", NLI), "idx": I32},   # §4
+    # GLUE
+    ("nyu-mll/glue", "mnli"): {"premise": S, "hypothesis": S, "label": ("ClassLabel", NLI), "idx": I32},
     ("nyu-mll/glue", "qqp"): {"question1": S, "question2": S, "label": ("ClassLabel", ["not_duplicate", "duplicate"]),
                               "idx": I32},
     ("nyu-mll/glue", "sst2"): {"sentence": S, "label": ("ClassLabel", ["negative", "positive"]), "idx": I32},
+    # SQuAD
     ("rajpurkar/squad", "plain_text"): {"id": S, "title": S, "context": S, "question": S,
-                                        "answers": {"text": [S], "answer_start": [I32]}},                  # §5
+                                        "answers": {"text": [S], "answer_start": [I32]}},
+    # English intermediate tasks
     ("Rowan/hellaswag", "default"): {"ind": I32, "activity_label": S, "ctx_a": S, "ctx_b": S, "ctx": S,
-                                     "endings": [S], "source_id": S, "split": S, "split_type": S, "label": S},  # §6
+                                     "endings": [S], "source_id": S, "split": S, "split_type": S, "label": S},
     ("allenai/cosmos_qa", "default"): {"id": S, "context": S, "question": S, "answer0": S, "answer1": S,
                                        "answer2": S, "answer3": S, "label": I32},
     ("tau/commonsense_qa", "default"): {"id": S, "question": S, "question_concept": S,
@@ -28,14 +31,16 @@ SCHEMAS = {
     ("facebook/anli", "plain_text"): {"uid": S, "premise": S, "hypothesis": S, "label": ("ClassLabel", NLI),
                                       "reason": S},
     ("stanfordnlp/snli", "plain_text"): {"premise": S, "hypothesis": S, "label": ("ClassLabel", NLI)},
+    # follow-up study datasets
     ("cambridgeltl/xcopa", "et"): {"premise": S, "choice1": S, "choice2": S, "question": S, "label": I32,
-                                   "idx": I32, "changed": B},                                               # §7
+                                   "idx": I32, "changed": B},
     ("PhilipMay/stsb_multi_mt", "de"): {"sentence1": S, "sentence2": S, "similarity_score": F32},
     ("allenai/social_i_qa", "default"): {"context": S, "question": S, "answerA": S, "answerB": S, "answerC": S,
                                          "label": S},
     ("aps/super_glue", "copa"): {"premise": S, "choice1": S, "choice2": S, "question": S, "idx": I32,
                                  "label": ("ClassLabel", ["choice1", "choice2"])},
-    ("google/xtreme", "XNLI"): {"language": S, "sentence1": S, "sentence2": S, "gold_label": S},          # §3.2
+    # google/xtreme
+    ("google/xtreme", "XNLI"): {"language": S, "sentence1": S, "sentence2": S, "gold_label": S},
     ("google/xtreme", "PAWS-X.de"): {"sentence1": S, "sentence2": S, "label": S},
     ("google/xtreme", "udpos.Afrikaans"): {"tokens": [S], "pos_tags": [("ClassLabel", UPOS)]},
     ("google/xtreme", "PAN-X.de"): {"tokens": [S], "ner_tags": [("ClassLabel", NER)], "langs": [S]},
@@ -46,7 +51,7 @@ SCHEMAS = {
     ("google/xtreme", "tatoeba.afr"): {"source_sentence": S, "target_sentence": S, "source_lang": S,
                                        "target_lang": S},
 }
-# Split names per repo/config (datasets.md §3.1, §4-7; G4/G5).
+# Split names per repo/config (docs/sources.md, Hub schemas).
 SPLITS = {("nyu-mll/glue", "mnli"): {"train", "validation_matched", "validation_mismatched"},
           ("PhilipMay/stsb_multi_mt", "de"): {"train", "dev", "test"},
           ("google/xtreme", "XQuAD.th"): {"validation"}, ("google/xtreme", "tatoeba.afr"): {"validation"},
@@ -101,7 +106,7 @@ def test_every_split_and_language_loads_normalized(world, task):
         assert len(ds) > 0
         row = ds[0]
         if typ in ("classification", "pair_classification", "multiple_choice") and split != "test":
-            assert min(ds["label"]) >= 0, "unlabeled rows must never reach a loss (datasets.md G3)"
+            assert min(ds["label"]) >= 0, "unlabeled rows must never reach a loss (docs/sources.md, Label encodings)"
         if typ == "multiple_choice":
             assert len(row["choices"]) == tasks.get(t).n_choices
         if typ == "span_qa":

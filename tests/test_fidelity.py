@@ -1,5 +1,5 @@
 """Protocol fidelity (issue 16, items 2, 3, 4, 6, 10): each test names the reference behaviour it reproduces
-(../shared/reference/protocol.md sections, or the reference implementation it follows)."""
+(docs/sources.md sections, or the reference implementation it follows)."""
 import json
 import math
 import random
@@ -33,9 +33,9 @@ def _target(world, tmp_path, **kw):
 
 # ---------------------------------------------------------------- item 2: dev and test
 def test_target_phase_evaluates_dev_and_test_with_the_split_on_every_row(world, tmp_path):
-    """protocol.md §2.3: jiant evaluates the dev sets (--do_val; the paper's table) and writes test predictions
-    (the leaderboard). Phase 3 scores both where a language has them; rows carry the split; the dev numbers are
-    the official metric on the dev data, and test predictions keep XTREME's submission layout."""
+    """docs/sources.md, Test vs dev: jiant evaluates the dev sets (--do_val; the paper's table) and writes test
+    predictions (the leaderboard). Phase 3 scores both where a language has them; rows carry the split; the dev
+    numbers are the official metric on the dev data, and test predictions keep XTREME's submission layout."""
     summary = _target(world, tmp_path, languages=["de", "en"], model_label="tiny-xlmr-s")
     rows = results.read_rows(tmp_path / "run" / "metrics.jsonl")
     assert {(r["language"], r["split"]) for r in rows} == {(lg, sp) for lg in ("de", "en")
@@ -76,8 +76,8 @@ def _dev_test_frame():
 
 
 def test_best_intermediate_is_chosen_on_dev_and_reported_on_test():
-    """protocol.md §2.3: the best intermediate task per target is a model-selection choice; choosing it on the
-    numbers it is reported with is optimistic. Chosen on dev (mnli), reported on test (55, not squad's 70)."""
+    """docs/sources.md, Test vs dev: the best intermediate task per target is a model-selection choice; choosing it
+    on the numbers it is reported with is optimistic. Chosen on dev (mnli), reported on test (55, not squad's 70)."""
     df = _dev_test_frame()
     tables = analysis.paper_tables(df, "xtreme")
     assert list(tables) == ["validation", "test"]
@@ -91,9 +91,9 @@ def test_best_intermediate_is_chosen_on_dev_and_reported_on_test():
 
 # ---------------------------------------------------------------- item 10a: incomplete cells
 def test_paper_table_shows_an_incomplete_cell_as_incomplete():
-    """XTREME's evaluate.py reports a task only when every language is present (protocol.md §9: a group score is
-    shown only when complete): a cell over 14 of the 15 XNLI languages its column has is incomplete, not a
-    14-language mean."""
+    """XTREME's evaluate.py reports a task only when every language is present (a group score is shown only when
+    complete: docs/sources.md, XTREME scorer behaviour): a cell over 14 of the 15 XNLI languages its column has is
+    incomplete, not a 14-language mean."""
     df = _dev_test_frame()
     df = df[~((df["intermediate"] == "mnli") & (df["language"] == "sw") & (df["split"] == "test"))]
     table = analysis.paper_table(df, "xtreme", split="test")
@@ -117,8 +117,9 @@ def test_paper_table_shows_an_incomplete_cell_as_incomplete():
 
 # ---------------------------------------------------------------- item 3: MLM co-training
 def test_mlm_head_starts_from_the_checkpoints_pretrained_lm_head(world):
-    """jiant's MLM co-training uses XLM-R's RobertaMLMHead with its pretrained weights (protocol.md §1.4); the
-    tiny XLM-R is saved as XLMRobertaForMaskedLM like the hub checkpoints, with an lm_head."""
+    """jiant's MLM co-training uses XLM-R's RobertaMLMHead with its pretrained weights
+    (docs/sources.md, Intermediate tasks); the tiny XLM-R is saved as XLMRobertaForMaskedLM like the hub
+    checkpoints, with an lm_head."""
     from safetensors.torch import load_file
     ckpt = load_file(str(next(Path(world["tiny-xlmr-s"]).glob("*.safetensors"))))
     net, report = models.build(str(world["tiny-xlmr-s"]), {"mnli": ("pair_classification", 3), "mlm": ("mlm", 0)})
@@ -139,8 +140,8 @@ def test_mlm_head_starts_from_the_checkpoints_pretrained_lm_head(world):
 
 
 def test_mlm_text_counts_lines_for_every_source(tmp_path):
-    """jiant's mlm_simple task is one example per line (protocol.md §1.4): `max_lines` counts lines for a folder and
-    for Wikipedia alike (it used to count Wikipedia *articles*, up to five lines each)."""
+    """jiant's mlm_simple task is one example per line (docs/sources.md, Intermediate tasks): `max_lines` counts
+    lines for a folder and for Wikipedia alike (it used to count Wikipedia *articles*, up to five lines each)."""
     for lg in ("de", "fr"):
         (tmp_path / f"{lg}.txt").write_text("".join(f"{lg} line {i} here\n" for i in range(50)), encoding="utf-8")
     assert len(data.mlm_text(str(tmp_path), ["de", "fr"], max_lines=30)) == 30
@@ -151,8 +152,9 @@ def test_mlm_text_counts_lines_for_every_source(tmp_path):
 
 
 def test_mlm_share_of_sampled_batches_is_a_parameter():
-    """jiant samples tasks in proportion to their examples (ProportionalMultiTaskSampler, protocol.md §1.3): the
-    default MLM share is its lines' share; `mlm_share` fixes it instead, the labelled tasks sharing the rest."""
+    """jiant samples tasks in proportion to their examples (ProportionalMultiTaskSampler;
+    docs/sources.md, Intermediate tasks): the default MLM share is its lines' share; `mlm_share` fixes it instead,
+    the labelled tasks sharing the rest."""
     lengths = {"mnli": [10] * 300, "mlm": [10] * 900}
     prop = train.step_shares(train.schedule(lengths, 4, 1, 20.0, seed=1, max_steps=4000))
     assert prop["mlm"] == pytest.approx(0.75, abs=0.03)
@@ -220,8 +222,9 @@ def test_rq_size_marks_or_excludes_points_trained_differently():
 
 # ---------------------------------------------------------------- item 6: ANLI+ model selection
 def test_anli_plus_is_selected_on_the_mean_of_its_components_dev_scores(world, tokenizer):
-    """ANLI+ = ANLI R1-R3 + MNLI + SNLI with one NLI head (jiant, protocol.md §1.1): each component is scored on its
-    own dev subset and the selection signal is their mean (a pooled subset would be ~86 % MNLI/SNLI)."""
+    """ANLI+ = ANLI R1-R3 + MNLI + SNLI with one NLI head (jiant; docs/sources.md, Intermediate tasks): each
+    component is scored on its own dev subset and the selection signal is their mean (a pooled subset would be ~86 %
+    MNLI/SNLI)."""
     td = runs._task_data("anli_plus", "en", tokenizer, world["data"], 64, 10, 1, 64)
     assert td.dev is None and list(td.dev_parts) == ["anli_r1", "anli_r2", "anli_r3", "mnli", "snli"]
     assert all(len(ds) == 10 for ds in td.dev_parts.values())
@@ -272,8 +275,8 @@ def test_doc_stride_is_the_window_step_as_in_xtreme_and_jiant(tokenizer):
 
 # ---------------------------------------------------------------- item 10c: retrieval layer
 def test_retrieval_layer_has_one_owner_the_model_ladder(world, tmp_path):
-    """XTREME: mBERT hidden_states[8] (12 layers), XLM-R large [14] (protocol.md §9). The ladder owns the layer; the
-    phase's default and the plans agree with it (no 14/24 formula giving 7 for a 12-layer model)."""
+    """XTREME: mBERT hidden_states[8] (12 layers), XLM-R large [14] (docs/sources.md, Retrieval). The ladder owns
+    the layer; the phase's default and the plans agree with it (no 14/24 formula giving 7 for a 12-layer model)."""
     assert ladder.retrieval_layer("FacebookAI/xlm-roberta-base", 12)[0] == 8
     assert ladder.retrieval_layer("xlm-roberta-large", 24)[0] == 14
     assert ladder.retrieval_layer("someone/new-12-layer-encoder", 12)[0] == 8
@@ -288,8 +291,9 @@ def test_retrieval_layer_has_one_owner_the_model_ladder(world, tmp_path):
 
 # ---------------------------------------------------------------- item 10d: multi-task hyper-parameters
 def test_multitask_hyperparameters_do_not_depend_on_the_order(world, tmp_path):
-    """jiant trains a multi-task run with one optimizer and one set of hyper-parameters (protocol.md §1.3); which
-    task is listed first must not change them: `mnli+squad` and `squad+mnli` train with the same config."""
+    """jiant trains a multi-task run with one optimizer and one set of hyper-parameters
+    (docs/sources.md, Intermediate tasks); which task is listed first must not change them: `mnli+squad` and
+    `squad+mnli` train with the same config."""
     cfgs = []
     for label in ("mnli+squad", "squad+mnli"):
         s = runs.intermediate(str(world["tiny-xlmr-s"]), label, run_id=label, plan="test",
@@ -303,7 +307,8 @@ def test_multitask_hyperparameters_do_not_depend_on_the_order(world, tmp_path):
 
 # ---------------------------------------------------------------- item 10e: SNLI test
 def test_snli_test_drops_its_unlabelled_rows_like_train_and_dev(world):
-    """SNLI marks no-consensus pairs with -1 in every split (protocol.md §7); they are dropped from test too."""
+    """SNLI marks no-consensus pairs with -1 in every split (docs/sources.md, Label encodings); they are dropped
+    from test too."""
     raw = data._load_raw(tasks.get("snli").source, "plain_text", "test", Path(world["data"]))
     test = data.load("snli", "test", data_dir=world["data"])
     assert -1 in raw["label"] and min(test["label"]) >= 0

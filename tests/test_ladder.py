@@ -22,7 +22,7 @@ def test_every_model_is_there_with_sourced_counts():
 
 
 def test_counts_match_the_protocol_and_the_shapes():
-    # protocol.md §6a / performance.md §1e, within rounding
+    # docs/sources.md, Parameter counts (within rounding)
     expect = {"distilmbert": 134e6, "mbert": 178e6, "xlmr-base": 278e6, "xlmr-large": 560e6, "xlmr-xl": 3.5e9,
               "xlmr-xxl": 10.7e9, "mdeberta-v3-base": 276e6, "rembert": 575e6}
     for name, n in expect.items():
@@ -81,7 +81,7 @@ def test_memory_model_orders_strategies():
         lora = ladder.estimate_memory_gb(name, "lora")
         assert full > ckpt > eight > lora, name
         assert ladder.estimate_memory_gb(name, "fsdp", n_gpus=8) < ladder.estimate_memory_gb(name, "fsdp", n_gpus=2)
-    # states dominate for big models: ~18 bytes/param (performance.md §1e: XLM-R XL 63 GB of states)
+    # states dominate for big models: ~18 bytes/param (docs/sources.md, Memory: XLM-R XL 63 GB of states)
     assert 63 < ladder.estimate_memory_gb("xlmr-xl", "grad_checkpointing") < 80
     assert ladder.estimate_memory_gb("xlmr-large", batch=32) > ladder.estimate_memory_gb("xlmr-large", batch=8)
     with pytest.raises(ValueError, match="valid strategies"):

@@ -1,8 +1,8 @@
 """Issue 16 items 7-9, each pinned against the reference behaviour it reproduces:
-XCOPA's `question` reconciled across languages (protocol.md §9), UD v2.7 multiword tokens and all treebanks of a
-language (XTREME-R scripts/download_data.sh, the hub universal_dependencies schema), cross-lingual STS from the
-row-aligned stsb_multi_mt sets (trained: Spearman x 100 as STS; unsupervised: cosine of the retrieval embeddings,
-like Tatoeba)."""
+XCOPA's `question` reconciled across languages (docs/sources.md, Hub dataset quirks), UD v2.7 multiword tokens and
+all treebanks of a language (XTREME-R scripts/download_data.sh, the hub universal_dependencies schema), cross-lingual
+STS from the row-aligned stsb_multi_mt sets (trained: Spearman x 100 as STS; unsupervised: cosine of the retrieval
+embeddings, like Tatoeba)."""
 from __future__ import annotations
 
 import csv
@@ -33,9 +33,9 @@ def _jsonl(path):
 
 # ---------------------------------------------------------------- item 7: XCOPA question
 def test_xcopa_question_is_reconciled_by_item_on_the_real_files(tmp_path):
-    """protocol.md §9: in the released XCOPA the `question` (cause/effect) of an item differs between languages
-    (test: th 250 of 500, tr 51, sw 37, id and it 4) while the labels agree. After data.load every language has the
-    majority value of each item, so no language disagrees with another."""
+    """docs/sources.md, Hub dataset quirks: in the released XCOPA the `question` (cause/effect) of an item differs
+    between languages (test: th 250 of 500, tr 51, sw 37, id and it 4) while the labels agree. After data.load every
+    language has the majority value of each item, so no language disagrees with another."""
     src = need_data("xcopa", "et", "test.et.jsonl").parents[2]
     layouts = realtext._layouts()
     raw = {}

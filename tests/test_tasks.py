@@ -1,5 +1,5 @@
-"""The registry against the official lists: XTREME's TASK2LANGS and XTREME-R's (google-research/xtreme evaluate.py,
-transcribed in ../shared/reference/datasets.md §3.4 and protocol.md §6c)."""
+"""The registry against the official lists: XTREME's TASK2LANGS and XTREME-R's (google-research/xtreme evaluate.py;
+docs/sources.md, XTREME tasks and languages)."""
 import json
 
 import pytest
@@ -56,7 +56,7 @@ def test_english_training_tasks_follow_jiant():
 
 
 def test_protocol_hyperparameters():
-    # protocol.md §3.1: lr 1e-5 everywhere; batch 32 (QA 16); epochs XNLI 2, PAWS-X 5, tagging 10, QA 2
+    # docs/sources.md, Hyper-parameters: lr 1e-5 everywhere; batch 32 (QA 16); epochs XNLI 2, PAWS-X 5, tagging 10, QA 2
     epochs = {"xnli": 2, "pawsx": 5, "udpos": 10, "panx": 10, "xquad": 2, "mlqa": 2, "tydiqa": 2}
     for t, e in epochs.items():
         hp = tasks.hyperparameters(t)

@@ -2,7 +2,7 @@
 
 One code path for two sources: the hub by name, or a local mirror with the hub's layout (`data_dir`, or the
 environment variable XFER_DATA_DIR; `xfer tiny` builds one). Script-only hub repos are read from their
-`refs/convert/parquet` branch with explicit per-split data files (datasets.md G1/G2); data not on the hub
+`refs/convert/parquet` branch with explicit per-split data files (docs/sources.md, Hub loading); data not on the hub
 (CCGbank, LASER Tatoeba extras, MLM text) comes from a user path. Bad task, language or split fails before any I/O.
 """
 from __future__ import annotations
@@ -56,7 +56,8 @@ def load(task: str, split: str, language: str = "en", *, data_dir: str | os.Path
                 raw = _reconcile_xcopa(raw, split, root)
             ds = _normalize(t, src, _filter_language(src, raw, language))
     if t.type in ("classification", "pair_classification", "multiple_choice"):
-        # G3: -1 / "" rows go from every split, SNLI's test too (the registry lists only labelled test splits)
+        # -1 / "" rows go from every split, SNLI's test too (the registry lists only labelled test splits;
+        # docs/sources.md, Label encodings)
         ds = ds.filter(lambda lab: [x >= 0 for x in lab], input_columns="label", batched=True)
     if len(ds) == 0:
         raise ValueError(f"{task} {split} ({language}) is empty after loading; check the data source")
@@ -82,7 +83,7 @@ def _load_raw(src: tasks.Source, config: str | None, hub_split: str, root: Path 
         return _call(lambda: datasets.load_dataset("parquet", data_files={hub_split: pattern}, split=hub_split,
                                                    cache_dir=str(root / ".hf_cache")), src, config, root)
     if src.revision == _PARQUET_REV:
-        # No YAML configs on that branch: name the files of the one split explicitly (datasets.md G2).
+        # No YAML configs on that branch: name the files of the one split explicitly (docs/sources.md, Hub loading).
         files = f"hf://datasets/{src.hub_id}@{_PARQUET_REV.replace('/', '%2F')}/{config}/{hub_split}/*.parquet"
         return _call(lambda: datasets.load_dataset("parquet", data_files={hub_split: files}, split=hub_split),
                      src, config, root)
@@ -140,9 +141,10 @@ def _language_pair(task: tasks.Task, src: tasks.Source, split: str, language: st
     return Dataset.from_dict(cols, features=ra.features)
 
 
-# XCOPA's `question` (cause/effect) disagrees across languages for the same item in the released data (protocol.md
-# §9: th 250 of 500 test items, tr 51, sw 37; the labels agree): every language gets the value most XCOPA languages
-# give the item (by `idx`). On a tie (possible only when fewer languages are present) each language keeps its own.
+# XCOPA's `question` (cause/effect) disagrees across languages for the same item in the released data (th 250 of 500
+# test items, tr 51, sw 37; the labels agree: docs/sources.md, Hub dataset quirks): every language gets the value most
+# XCOPA languages give the item (by `idx`). On a tie (possible only when fewer languages are present) each language
+# keeps its own.
 _XCOPA_MAJORITY: dict = {}
 
 
@@ -184,8 +186,8 @@ def _get(row: dict, column: str):
 
 
 def _label_decoder(task: tasks.Task, src: tasks.Source, feature):
-    """One function per label encoding of datasets.md G3; ClassLabels are mapped by *name* (UD v2.7's upos order
-    differs from XTREME's)."""
+    """One function per label encoding (docs/sources.md, Label encodings); ClassLabels are mapped by *name* (UD
+    v2.7's upos order differs from XTREME's)."""
     names = getattr(feature, "names", None)
     if names is not None and task.label_names and list(names) != list(task.label_names):
         index = {n: task.label_names.index(n) if n in task.label_names else -1 for n in names}
@@ -205,7 +207,8 @@ def _label_decoder(task: tasks.Task, src: tasks.Source, feature):
 
 
 def _fix_answers(context: str, answers: dict) -> dict:
-    """xtreme QA configs strip text but keep answer_start (G11): re-anchor each answer on its text."""
+    """xtreme QA configs strip text but keep answer_start (docs/sources.md, Hub dataset quirks): re-anchor each
+    answer on its text."""
     starts = []
     for s, a in zip(answers["answer_start"], answers["text"]):
         if context[s:s + len(a)] != a:
@@ -255,7 +258,8 @@ def _normalize(task: tasks.Task, src: tasks.Source, raw):
                         "label": Value("int64")})
     elif typ == "retrieval":
         def fn(r, i):
-            return {"source": r[f["source"]].strip(), "target": r[f["target"]].strip(),   # G9: trailing "\n"
+            # strip: hub Tatoeba sentences keep a trailing "\n" (docs/sources.md, Hub dataset quirks)
+            return {"source": r[f["source"]].strip(), "target": r[f["target"]].strip(),
                     "source_id": r[f["source_id"]] if "source_id" in f else str(i),
                     "target_id": r[f["target_id"]] if "target_id" in f else str(i)}
         return raw.map(fn, with_indices=True, remove_columns=raw.column_names,

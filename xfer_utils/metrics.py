@@ -1,7 +1,8 @@
 """Metric functions that match the official XTREME scorers number for number, plus XTREME's aggregation.
 
 Every function is pure (plain lists and dicts in, floats out) and returns values on XTREME's 0-100 scale.
-Which official behaviour each one reproduces (protocol.md §9; google-research/xtreme `evaluate.py`):
+Which official behaviour each one reproduces (google-research/xtreme `evaluate.py`;
+docs/sources.md, XTREME scorer behaviour):
 
 * `accuracy`: XNLI, PAWS-X, XCOPA; share of equal items.
 * `tagging_scores`: PAN-X and UD-POS "F1" are seqeval's default (lenient, conlleval-style) chunk F1, not token
@@ -11,8 +12,9 @@ Which official behaviour each one reproduces (protocol.md §9; google-research/x
   - ``scheme="pos0012"`` is seqeval 0.0.12, which XTREME's published UD-POS numbers and jiant used: the chunk
     type is what follows the *last* "-" (``chunk.split("-")[-1]``), so for a POS tag it is the whole tag.
     For POS tags the two differ, e.g. SCONJ and CCONJ get the same type "CONJ" in 1.2.2 (so a CCONJ right after
-    a SCONJ does not open a new chunk) but different types in 0.0.12; protocol.md §9 quotes 70.398 (1.2.2) vs
-    70.2175 (0.0.12) on XTREME's mock data. For IOB2 NER tags (B-PER, I-LOC, O) both schemes are identical.
+    a SCONJ does not open a new chunk) but different types in 0.0.12: 70.398 (1.2.2) vs 70.2175 (0.0.12) on
+    XTREME's mock data (docs/sources.md, XTREME scorer behaviour). For IOB2 NER tags (B-PER, I-LOC, O) both schemes
+    are identical.
   `xfer score` uses ``pos0012`` for UD-POS, so numbers compare with published XTREME POS numbers, and
   ``lenient`` for PAN-X. Both were checked against the real seqeval packages on random and real tag sequences
   (tests/test_metrics.py pins hand-computed cases that separate the two).

@@ -1,4 +1,4 @@
-"""Sentence retrieval without target training (protocol.md §2.2, §9): Tatoeba 1-nearest-neighbour search and
+"""Sentence retrieval without target training (docs/sources.md, Retrieval): Tatoeba 1-nearest-neighbour search and
 BUCC 2018 margin-based bitext mining over the embeddings of embeddings.py.
 
 Embeddings (one layer, mean-pooled, cached by content) are in embeddings.py.

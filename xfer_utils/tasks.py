@@ -29,7 +29,7 @@ UPOS_LABELS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM"
                "PUNCT", "SCONJ", "SYM", "VERB", "X"]
 NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 
-# ISO 639-1 -> the language names of google/xtreme `udpos.<Name>` configs (datasets.md §3.4).
+# ISO 639-1 -> the language names of google/xtreme `udpos.<Name>` configs (docs/sources.md, XTREME tasks and languages).
 UDPOS_NAMES = {
     "af": "Afrikaans", "ar": "Arabic", "bg": "Bulgarian", "de": "German", "el": "Greek", "en": "English",
     "es": "Spanish", "et": "Estonian", "eu": "Basque", "fa": "Persian", "fi": "Finnish", "fr": "French",
@@ -48,14 +48,14 @@ TATOEBA_CODES = {
     # XTREME-R additions (not in google/xtreme; read from LASER-layout files at a user path)
     "az": "aze", "lt": "lit", "pl": "pol", "uk": "ukr", "ro": "ron",
 }
-# TyDiQA-GoldP: language lives in the id prefix (datasets.md G7).
+# TyDiQA-GoldP: language lives in the id prefix (docs/sources.md, Hub dataset quirks).
 TYDIQA_PREFIX = {"en": "english", "ar": "arabic", "bn": "bengali", "fi": "finnish", "id": "indonesian",
                  "ko": "korean", "ru": "russian", "sw": "swahili", "te": "telugu"}
 # UD v2.7 treebanks for the XTREME-R-only UD-POS languages: every treebank of the language, as XTREME-R reads
 # them (scripts/download_data.sh converts every v2.7 .conllu file whose name starts with the language code; the same
-# concatenation of all treebanks as its v2.5 data, datasets.md G14). Source of the list and of each treebank's
-# splits: the hub `universal_dependencies` loading script (v2.7, `_UD_DATASETS` in huggingface/datasets
-# datasets/universal_dependencies/universal_dependencies.py); splits are normalized names.
+# concatenation of all treebanks as its v2.5 data: docs/sources.md, Hub dataset quirks). Source of the list and of
+# each treebank's splits: the hub `universal_dependencies` loading script (v2.7, `_UD_DATASETS` in
+# huggingface/datasets datasets/universal_dependencies/universal_dependencies.py); splits are normalized names.
 UD27_TREEBANKS_SOURCE = ("universal-dependencies/universal_dependencies v2.7 (refs/convert/parquet); treebank list "
                          "and splits from its loading script's _UD_DATASETS; XTREME-R uses all v2.7 treebanks of "
                          "lt pl uk wo ro (google-research/xtreme scripts/download_data.sh)")
@@ -75,7 +75,7 @@ UD27_LEFT_OUT = {"lt_hse": "the hub script reads lt_hse-ud-train.conllu for its 
 # stsb_multi_mt language in both directions.
 STS_CROSS_PAIRS = tuple(p for lg in "de es fr it nl pl pt ru zh".split() for p in (f"en-{lg}", f"{lg}-en"))
 
-# XTREME's TASK2LANGS, in the order of google-research/xtreme evaluate.py (datasets.md §3.4).
+# XTREME's TASK2LANGS, in the order of google-research/xtreme evaluate.py (docs/sources.md, XTREME tasks and languages).
 XTREME_LANGS = {
     "pawsx": "de en es fr ja ko zh",
     "xnli": "ar bg de el en es fr hi ru sw th tr ur vi zh",
@@ -89,7 +89,8 @@ XTREME_LANGS = {
     "mlqa": "en es de ar hi vi zh",
     "tydiqa": "en ar bn fi id ko ru sw te",
 }
-# XTREME-R additions (protocol.md §6c, google-research/xtreme evaluate.py XTREME_R_TASK2LANGS).
+# XTREME-R additions (google-research/xtreme evaluate.py XTREME_R_TASK2LANGS;
+# docs/sources.md, XTREME tasks and languages).
 XTREME_R_EXTRA = {"udpos": "lt pl uk wo ro", "panx": "qu pl uk az lt pa gu ro", "xquad": "ro",
                   "tatoeba": "az lt pl uk ro"}
 XTREME_R_TASKS = ("xnli", "xcopa", "udpos", "panx", "xquad", "mlqa", "tydiqa", "tatoeba")
@@ -109,7 +110,7 @@ class Source:
     hub_id: str
     config: str | None
     splits: dict[str, str]                       # normalized split -> hub split name
-    revision: str | None = None                  # "refs/convert/parquet" for script-only repos (datasets.md G1)
+    revision: str | None = None                  # "refs/convert/parquet" if script-only (docs/sources.md, Hub loading)
     fields: dict[str, str] = field(default_factory=dict)   # normalized field -> hub column ("a.b" = nested)
     labels: str = "int"                          # label encoding, see data._decode_labels
     filter: str | None = None                    # "language" column or "id_prefix" (one config, many languages)
@@ -169,7 +170,7 @@ _TV = {"train": "train", "validation": "validation"}
 _SQUAD_HP = dict(max_length=384, epochs=2.0, batch_size=16)
 
 _TASKS: list[Task] = [
-    # ---- English intermediate tasks (protocol.md §1) ----
+    # ---- English intermediate tasks (docs/sources.md, Intermediate tasks) ----
     Task("anli_plus", "intermediate", "pair_classification", None, EN, tuple(NLI_LABELS),
          components=("anli_r1", "anli_r2", "anli_r3", "mnli", "snli"),
          note="ANLI R1-R3 + MNLI + SNLI in one NLI label space (jiant: proportional sampling, one shared head); "
@@ -203,7 +204,7 @@ _TASKS: list[Task] = [
          Source("allenai/cosmos_qa", "default", _TV, revision=_PARQUET,
                 fields={"context": "context", "question": "question",
                         "choices": "answer0,answer1,answer2,answer3", "label": "label"}),
-         EN, n_choices=4, note="hub repo is script-only; its parquet branch is unverified (datasets.md G1)"),
+         EN, n_choices=4, note="hub repo is script-only; parquet branch unverified (docs/sources.md, Hub loading)"),
     Task("commonsenseqa", "intermediate", "multiple_choice",
          Source("tau/commonsense_qa", "default", _TV, labels="letter",
                 fields={"question": "question", "choices": "choices.text", "label": "answerKey"}),
@@ -230,7 +231,7 @@ _TASKS: list[Task] = [
     Task("mlm", "intermediate", "mlm", None, EN, metrics=("loss",), primary_metric="loss",
          note="multilingual MLM co-training text: a text source parameter (hub id wikimedia/wikipedia "
               "20231101.<lang>, or a local folder of <lang>.txt files)"),
-    # ---- XTREME targets (protocol.md §2, hyper-parameters §3.1) ----
+    # ---- XTREME targets (docs/sources.md, XTREME tasks and languages; docs/sources.md, Hyper-parameters) ----
     Task("xnli", "target", "pair_classification",
          Source(_XT, "XNLI", {"validation": "validation", "test": "test"}, labels="names", filter="language",
                 fields={"text_a": "sentence1", "text_b": "sentence2", "label": "gold_label"}),
@@ -321,7 +322,8 @@ REGISTRY: dict[str, Task] = {t.name: t for t in _TASKS}
 PUBLIC = tuple(sorted(n for n, t in REGISTRY.items() if t.family == "intermediate" and not n.startswith("anli_r")
                       and n != "mnli_mt")) \
     + tuple(sorted(n for n, t in REGISTRY.items() if t.family == "target"))
-# Intermediate tasks with a machine-translated version: "<task>@<lang>" trains on it (protocol.md §1.4).
+# Intermediate tasks with a machine-translated version: "<task>@<lang>" trains on it
+# (docs/sources.md, Intermediate tasks).
 TRANSLATED = {"mnli": "mnli_mt"}
 PAPER_INTERMEDIATE = ("anli_plus", "mnli", "qqp", "sst2", "squad", "hellaswag", "cosmosqa", "commonsenseqa", "ccg")
 XTREME_TARGETS = ("xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba")
@@ -429,7 +431,8 @@ def config_name(task: str, language: str) -> str | None:
 
 
 def hyperparameters(task: str) -> dict:
-    """Protocol defaults (protocol.md §3.1) for training on `task`; every one is a notebook parameter."""
+    """Protocol defaults (docs/sources.md, Hyper-parameters) for training on `task`; every one is a notebook
+    parameter."""
     t = get(task)
     return {"max_length": t.max_length, "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
             "warmup": t.warmup, "weight_decay": t.weight_decay}

@@ -1,9 +1,9 @@
 """Training: one loop for single-task, multi-task and MLM co-training, on Accelerate (the HF Trainer has no
 one-task-per-batch multi-task sampler; Accelerate gives the same code DDP/FSDP under `accelerate launch`).
 
-Protocol defaults (protocol.md §3.1): AdamW lr 1e-5, linear warmup over 10% then linear decay, weight decay 0.01 (not
-on biases/LayerNorm), gradient clipping 1.0, effective batch by gradient accumulation, model selection on a
-500-example subset of the English dev split every `eval_every` steps with patience, keep the best.
+Protocol defaults (docs/sources.md, Hyper-parameters): AdamW lr 1e-5, linear warmup over 10% then linear decay,
+weight decay 0.01 (not on biases/LayerNorm), gradient clipping 1.0, effective batch by gradient accumulation, model
+selection on a 500-example subset of the English dev split every `eval_every` steps with patience, keep the best.
 Speed: dynamic padding + length grouping by default (`pad_to_max_length=True` reproduces jiant's fixed padding),
 bf16 where the GPU supports it, fp16 + loss scaling on older GPUs, fp32 on CPU.
 Resumable: every `checkpoint_every` steps the full state (model, optimizer, schedule, RNG, early-stopping state)

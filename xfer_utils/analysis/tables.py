@@ -225,7 +225,7 @@ def show_incomplete(table: pd.DataFrame) -> pd.DataFrame:
 def paper_tables(df: pd.DataFrame, benchmark: str = "xtreme", model: str = "", splits=tasks.EVAL_SPLITS,
                  qa: str = "avg") -> dict[str, pd.DataFrame]:
     """`paper_table` for each evaluation split the table has (the paper's table is on dev, the leaderboard on
-    test: protocol.md §2.3), in the order of `splits`."""
+    test: docs/sources.md, Test vs dev), in the order of `splits`."""
     present = set(df["split"]) if len(df) else set()
     return {sp: paper_table(df, benchmark, model=model, split=sp, qa=qa) for sp in splits if sp in present}
 

@@ -384,11 +384,11 @@ def _sts_cosine(R, E, enc, tokenizer, task, lg, layer, data_dir, batch_size, cac
 
 def _bucc(R, enc, tokenizer, lg, layer, data_dir, bucc_path, batch_size, cache, key, run_dir, max_examples,
           bucc_proxy=False, log=print):
-    """XTREME's protocol (protocol.md §9): mine each split (distinct sentences; ambiguous duplicates dropped), choose
-    the F1-optimal threshold on the dev gold (BUCC 'sample'), apply it to test (BUCC 'training'), on the original
-    corpora (validate.bucc_corpus: `bucc_path`, the mirror's user/bucc2018, XFER_BUCC_PATH), whole (`max_examples`
-    does not apply: the distractors are the task). Only with `bucc_proxy` and no corpus: the hub's gold-pairs-only
-    configs, a proxy whose rows carry the split 'proxy-test' so that they never pass for BUCC."""
+    """XTREME's protocol (docs/sources.md, Retrieval): mine each split (distinct sentences; ambiguous duplicates
+    dropped), choose the F1-optimal threshold on the dev gold (BUCC 'sample'), apply it to test (BUCC 'training'), on
+    the original corpora (validate.bucc_corpus: `bucc_path`, the mirror's user/bucc2018, XFER_BUCC_PATH), whole
+    (`max_examples` does not apply: the distractors are the task). Only with `bucc_proxy` and no corpus: the hub's
+    gold-pairs-only configs, a proxy whose rows carry the split 'proxy-test' so that they never pass for BUCC."""
     from .. import embeddings as E
     from .. import scoring
     corpus_dir = validate.bucc_corpus(bucc_path, data_dir)

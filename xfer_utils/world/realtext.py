@@ -389,7 +389,8 @@ def write_real_data(data_root: str | os.PathLike, text_from: str | os.PathLike, 
         c3 = tasks.TATOEBA_CODES[lg]
         srcs, tgts = read_tatoeba(src, c3)
         s = tasks.get("tatoeba").source_for(lg)
-        if s is not None and s.hub_id == XTREME:   # trailing newline kept, source_lang unusable: as the hub (G9)
+        # trailing newline kept, source_lang unusable: as the hub (docs/sources.md, Hub dataset quirks)
+        if s is not None and s.hub_id == XTREME:
             put(XTREME, f"tatoeba.{c3}", "validation", "tatoeba",
                 [{"source_sentence": a + "\n", "target_sentence": b + "\n", "source_lang": f"tatoeba.{c3}-download",
                   "target_lang": "eng"} for a, b in zip(srcs, tgts)], f"tatoeba/tatoeba.{c3}-eng.*")

@@ -151,7 +151,7 @@ def _bitext(rng, lang, en, i):
     return src, tgt
 
 
-# ---------------------------------------------------------------- schemas (datasets.md §3-7)
+# ---------------------------------------------------------------- schemas (docs/sources.md, Hub schemas)
 def _features(kind: str):
     from datasets import ClassLabel, Features, List, Value
     s, i32 = Value("string"), Value("int32")
@@ -231,7 +231,8 @@ def _rows(kind: str, lang: Lang, en: Lang, n: int, rng: random.Random, split: st
         elif kind in ("glue_mnli", "snli", "anli"):
             a, b, k = _pair(rng, lang, 3)
             extra = {"idx": i} if kind == "glue_mnli" else {"uid": f"u{i}", "reason": ""} if kind == "anli" else {}
-            if kind == "snli" and i % 10 == 9:   # SNLI marks no-consensus pairs with -1 (datasets.md §6)
+            # SNLI marks no-consensus pairs with -1 (docs/sources.md, Label encodings)
+            if kind == "snli" and i % 10 == 9:
                 k = -1
             add(premise=a, hypothesis=b, label=k, **extra)
         elif kind == "glue_qqp":
@@ -320,7 +321,8 @@ def _rows(kind: str, lang: Lang, en: Lang, n: int, rng: random.Random, split: st
             src, tgt = _bitext(rng, lang, en, i)
             add(source_sentence=src, target_sentence=tgt, source_lang=f"{lang.code}-{i:09d}",
                 target_lang=f"en-{n + i:09d}")
-        elif kind == "tatoeba":  # trailing newline kept, source_lang unusable, as on the hub (datasets.md G9)
+        elif kind == "tatoeba":
+            # trailing newline kept, source_lang unusable, as on the hub (docs/sources.md, Hub dataset quirks)
             src, tgt = _bitext(rng, lang, en, i)
             add(source_sentence=src + "\n", target_sentence=tgt + "\n", source_lang=f"tatoeba.{lang.code}-download",
                 target_lang="eng")
