@@ -81,7 +81,7 @@ def test_ud_reading_matches_the_documented_sizes():
     assert set(UD_LANGS) <= set(files) and "dev" in files["en"]
     de = [w for f in files["de"]["test"] for toks, _ in realtext.read_conllu(f, lang="de") for w in toks]
     de_split = [w for f in files["de"]["test"] for toks, _ in realtext.read_conllu(f, False) for w in toks]
-    assert (len(de), len(de_split)) == (16224, 16498)        # shared/data README: 16498 words -> 16224 tokens
+    assert (len(de), len(de_split)) == (16224, 16498)        # 16498 words -> 16224 tokens
     for lg, n in {"en": 25096, "zh": 12012, "ja": 12391, "hi": 23829, "ar": 20751}.items():
         sents = [s for f in files[lg]["test"] for s in realtext.read_conllu(f, lang=lg)]
         assert sum(len(t) for t, _ in sents) == n, lg

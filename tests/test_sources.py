@@ -1,5 +1,5 @@
-"""Citations stay inside the repository: no tracked file outside outputs/ cites the team's fact sheets beside the
-repo, and every citation of docs/sources.md ("docs/sources.md, <Section>" or a link to "sources.md#<anchor>") names a
+"""Citations stay inside the repository: no tracked file outside outputs/ cites the team's fact sheets or design
+notes beside the repo (their facts are in docs/sources.md, the architecture in docs/architecture.md), and every citation of docs/sources.md ("docs/sources.md, <Section>" or a link to "sources.md#<anchor>") names a
 heading that exists there (and a markdown link's relative path reaches that file)."""
 import re
 import subprocess
@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCES = REPO / "docs" / "sources.md"
 # Built from parts so that this file does not match itself.
 OUTSIDE = re.compile("|".join([*(re.escape(f"{n}.md") for n in ("protocol", "performance", "datasets", "style")),
-                               re.escape("shared" + "/reference")]))
+                               re.escape("shared" + "/reference"), re.escape("DESIGN" + " §")]))
 SECTION = re.compile(r"docs/sources\.md,[ \t]*(.*)")   # the section on the same line
 ANCHOR = re.compile(r"(?:\]\(([^)#\s]*sources\.md)|sources\.md)#([\w-]+)")
 SELF = ("docs/sources.md", "tests/test_sources.py")   # they describe the citation forms
@@ -81,6 +81,8 @@ def test_the_checks_catch_what_they_should():
              "docs/d.md": "[x](sources.md#no-such-heading)",
              "e.md": "[x](sources.md#retrieval)", "f.md": "[x](docs/sources.md#retrieval)"}
     assert outside_citations(files) == [f"a.py:1: # lr 1e-5 ({sheet} §3.1)"]
+    design = '"""The phases (DESIGN' + ' §2)."""'
+    assert outside_citations({"h.py": design}) == [f"h.py:1: {design}"]
     bad = bad_sources_citations(files)
     assert [b.split(":")[0] for b in bad] == ["b.py", "g.py", "docs/d.md", "e.md"]
     assert bad[3] == "e.md:1: link sources.md does not reach docs/sources.md"

@@ -1,4 +1,5 @@
-"""THE results schema of the study (DESIGN §4): one long table, one row per number, values on XTREME's 0-100 scale.
+"""THE results schema of the study (README, Results): one long table, one row per number, values on XTREME's
+0-100 scale.
 
 Every phase notebook writes rows with `append_rows` (atomic: a crash never leaves half a row) into its run folder's
 `metrics.jsonl`; `collect` gathers every run of a plan into one validated DataFrame.

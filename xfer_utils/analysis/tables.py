@@ -1,6 +1,6 @@
 """Analysis of the results table (results.py schema): the paper's table, gains over the baseline, the published
-side-by-side, and the three follow-up questions (DESIGN §5). Pure functions of the long DataFrame; plots.py
-writes the tables and figures. Notebooks 40 and 51-53 only call these.
+side-by-side, and the three follow-up questions (README, Follow-up studies). Pure functions of the long DataFrame;
+plots.py writes the tables and figures. Notebooks 40 and 51-53 only call these.
 
 Scoring rules (XTREME's evaluate.py, docs/architecture.md): a language's score is metrics.task_score, the one
 task-score rule (the primary metric; span QA (EM + F1) / 2, no score when either is missing); a task's score is the

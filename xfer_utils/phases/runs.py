@@ -1,5 +1,5 @@
-"""The three phases as functions the notebooks call (DESIGN §2). Each validates its inputs before any compute,
-trains/evaluates, saves what the next phase needs and writes rows of the one results schema to
+"""The three phases as functions the notebooks call (docs/architecture.md, A phase). Each validates its inputs
+before any compute, trains/evaluates, saves what the next phase needs and writes rows of the one results schema to
 `<run_dir>/metrics.jsonl`.
 
 Intermediate setups are labels: `mnli` (single task), `mnli+squad` (multi-task, one head per task), `multitask`
