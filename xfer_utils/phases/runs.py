@@ -150,18 +150,10 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
     strategy = _strategy_lr(hp, train_kw, strategy, lora_rank)
     eval_examples = int(hp.pop("eval_examples", 500))
     hp.pop("max_length")            # each task brings its own (tasks registry), or the max_length argument
-    tds = []
-    for name, lang in parts:
-        if name == MLM:
-            langs = mlm_languages or tasks.languages("xnli")
-            text = data.mlm_text(mlm_text, langs, max_lines=max(1000, max_train_examples if max_train_examples > 0
-                                                                else 100000), data_dir=data_dir)
-            tds.append(train.TaskData(name=MLM, type="mlm", train=features.mlm_features(text, tokenizer, 128),
-                                      max_length=128, is_mlm=True))
-            continue
-        dev_task = "mnli" if name == "mnli_mt" else None   # translated data: select on English MNLI dev
-        tds.append(_task_data(name, lang, tokenizer, data_dir, max_train_examples, eval_examples, seed,
-                              max_length or None, dev_task))
+    tds = [_mlm_data(mlm_text, mlm_languages, tokenizer, data_dir, max_train_examples) if name == MLM else
+           _task_data(name, lang, tokenizer, data_dir, max_train_examples, eval_examples, seed, max_length or None,
+                      "mnli" if name == "mnli_mt" else None)    # translated data: select on English MNLI dev
+           for name, lang in parts]
     net, report = models.build(model, _heads(tds, tokenizer), seed=seed)
     log(str(report))
     _lora(net, lora_rank)
@@ -173,20 +165,10 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
                       on_prepared=getattr(save_encoder, "on_prepared", None))
     encoder_dir = _save_encoder(net, tokenizer, ckpt / "encoder", lora_rank, res.identity, save=save_encoder,
                                 intermediate=intermediate, model=model_label or model)
-    rows = []
-    for td in tds:
-        for metric, value in (res.dev.get(td.name) or {}).items():
-            if metric == "primary":
-                continue
-            comp = metric.split(":")[0] if ":" in metric else None   # ANLI+ component rows: '<component>:<metric>'
-            n = len(td.dev_parts[comp]) if comp else sum(map(len, td.dev_parts.values())) if td.dev_parts else \
-                len(td.dev) if td.dev is not None else 0
-            rows.append(results.make_row(run_id=run_id, plan=plan, phase="intermediate", model=model_label or model,
-                                         intermediate=intermediate, target_task=td.name, language="en",
-                                         split="validation", metric=metric, value=float(value),
-                                         is_primary=metric == tasks.get(td.name).primary_metric, seed=seed,
-                                         n_examples=n, init_from=model,
-                                         weights_digest=res.identity, strategy=strategy, lr=float(cfg.lr)))
+    rows = _dev_rows(tds, res, dict(run_id=run_id, plan=plan, phase="intermediate", model=model_label or model,
+                                    intermediate=intermediate, language="en", split="validation", seed=seed,
+                                    init_from=model, weights_digest=res.identity, strategy=strategy,
+                                    lr=float(cfg.lr)))
     if rows:
         results.append_rows(run_dir / "metrics.jsonl", rows)
     else:   # MLM-only: no dev metric; an empty metrics file still marks the run as producing its artefact
@@ -198,6 +180,31 @@ def intermediate(model: str, intermediate: str, *, run_id: str, plan: str, run_d
     return summary
 
 
+def _mlm_data(mlm_text: str, mlm_languages, tokenizer, data_dir: str, max_train_examples: int) -> train.TaskData:
+    """The `+mlm` task of an intermediate run: one example per line of the MLM text (XNLI's languages by default)."""
+    langs = mlm_languages or tasks.languages("xnli")
+    text = data.mlm_text(mlm_text, langs, max_lines=max(1000, max_train_examples if max_train_examples > 0
+                                                        else 100000), data_dir=data_dir)
+    return train.TaskData(name=MLM, type="mlm", train=features.mlm_features(text, tokenizer, 128), max_length=128,
+                          is_mlm=True)
+
+
+def _dev_rows(tds: list, res, base: dict) -> list[dict]:
+    """One row per English dev metric of each intermediate task (their own difficulty measure); ANLI+ also gets a
+    row per component ('<component>:<metric>'), each counting its own examples."""
+    rows = []
+    for td in tds:
+        for metric, value in (res.dev.get(td.name) or {}).items():
+            if metric == "primary":
+                continue
+            comp = metric.split(":")[0] if ":" in metric else None
+            n = len(td.dev_parts[comp]) if comp else sum(map(len, td.dev_parts.values())) if td.dev_parts else \
+                len(td.dev) if td.dev is not None else 0
+            rows.append(results.make_row(**base, target_task=td.name, metric=metric, value=float(value),
+                                         is_primary=metric == tasks.get(td.name).primary_metric, n_examples=n))
+    return rows
+
+
 def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str, checkpoint_dir: str,
            init_from: str = "", intermediate: str = results.NO_INTERMEDIATE, languages: list[str] | None = None,
            benchmark: str = "xtreme", seed: int = 1, data_dir: str = "", max_train_examples: int = -1,
@@ -207,20 +214,8 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
     training task, then zero-shot evaluation in every language, on each of `eval_splits` (dev and test) the
     language has. Predictions in XTREME's formats go to `<run_dir>/predictions/` (test) and
     `<run_dir>/predictions/<split>/` (the others). Rows record the memory `strategy` and its lr."""
-    validate.check_run("target", {"model": model, "target_task": target_task, "intermediate": intermediate,
-                                  "languages": languages, "benchmark": benchmark})
-    if init_from:
-        validate.check_model(init_from, "init_from")
-    t = tasks.get(target_task)
-    if t.family != "target" or t.train_task is None:
-        trainable = [n for n in tasks.PUBLIC if tasks.get(n).family == "target" and tasks.get(n).train_task]
-        raise ValueError(f"{target_task!r} is not a trainable target task; choose one of: {', '.join(trainable)}")
-    langs = languages or tasks.languages(target_task, benchmark)
-    for lg in langs:
-        tasks.check_language(target_task, lg)
-        tasks.eval_splits(target_task, lg, eval_splits)   # an unknown split name fails here, before any compute
-    train_name, train_lang = t.train_task
-    ident.check_init(init_from, intermediate, results.NO_INTERMEDIATE)   # a baseline never loads a trained encoder
+    langs = _check_target(model, target_task, init_from, intermediate, languages, benchmark, eval_splits)
+    train_name, train_lang = tasks.get(target_task).train_task
     run_dir, ckpt = Path(run_dir), Path(checkpoint_dir)
     encoder = init_from or model
     start = ident.model_identity(model_label or model, init_from)
@@ -267,6 +262,25 @@ def target(model: str, target_task: str, *, run_id: str, plan: str, run_dir: str
         + ", ".join(f"{sp} {v:.2f}" for sp, v in summary["averages"].items()) + "; "
         f"rows in {run_dir / 'metrics.jsonl'}, predictions in {run_dir / 'predictions'}")
     return summary
+
+
+def _check_target(model: str, target_task: str, init_from: str, intermediate: str, languages, benchmark: str,
+                  eval_splits) -> list[str]:
+    """Everything a target run is given, checked before any compute; returns the languages to evaluate."""
+    validate.check_run("target", {"model": model, "target_task": target_task, "intermediate": intermediate,
+                                  "languages": languages, "benchmark": benchmark})
+    if init_from:
+        validate.check_model(init_from, "init_from")
+    t = tasks.get(target_task)
+    if t.family != "target" or t.train_task is None:
+        trainable = [n for n in tasks.PUBLIC if tasks.get(n).family == "target" and tasks.get(n).train_task]
+        raise ValueError(f"{target_task!r} is not a trainable target task; choose one of: {', '.join(trainable)}")
+    langs = languages or tasks.languages(target_task, benchmark)
+    for lg in langs:
+        tasks.check_language(target_task, lg)
+        tasks.eval_splits(target_task, lg, eval_splits)   # an unknown split name fails here, before any compute
+    ident.check_init(init_from, intermediate, results.NO_INTERMEDIATE)   # a baseline never loads a trained encoder
+    return langs
 
 
 def _train_first(pre: str, encoder: str, tokenizer, hp: dict, ckpt: Path, *, start: dict, seed: int, data_dir,
