@@ -92,6 +92,9 @@ def test_packing_is_refused_where_it_cannot_be_exact(fam):
     net, _ = models.build(fam["tiny-xlmr-s"][0], {"c": ("classification", 2)})
     cfg = net.encoder.config
     assert models.packing_refusal(cfg) == ""
+    # measured slower on an H200 at every shape (benchmarks/README.md, "GPU"): auto does not pack, 'on' does
+    assert train.resolve_packing("auto", cfg, torch.device("cuda")) is False
+    assert train.resolve_packing("on", cfg, torch.device("cuda")) is True
     cfg._attn_implementation = "flash_attention_2"
     assert "packing needs sdpa or eager" in models.packing_refusal(cfg)
     deb, _ = models.build(fam["tiny-deberta"][0], {"c": ("classification", 2)})

@@ -54,8 +54,8 @@ class TrainConfig:
     mlm_share: float = 0.0            # MLM co-training: share of steps drawn for MLM; 0 = examples-proportional (lines)
     gradient_checkpointing: bool = False
     optimizer: str = "adamw"          # adamw | adamw8bit (bitsandbytes, the memory planner's 'adam8bit' strategy)
-    packing: str = "auto"             # auto | on | off: padding-free rows (features.pack); auto = on on a GPU where
-                                      # the model supports it (models.packing_refusal), off on CPU
+    packing: str = "auto"             # auto | on | off: padding-free rows (features.pack); auto = off for now
+                                      # (slower on an H200: resolve_packing)
     compile: bool = False             # torch.compile the encoder; batch shapes rounded to buckets (compile_buckets)
 
 
@@ -91,24 +91,21 @@ PACKING = ("auto", "on", "off")
 
 def resolve_packing(mode: str, config, device, pad_to_max_length: bool = False) -> bool:
     """Whether this run packs: 'on' requires it (an error in one sentence where the model cannot pack exactly),
-    'auto' packs on CUDA devices (and in rehearsals) when the model can, 'off' never. Not on CPU: there batches are not rounded up to
-    8 and length-grouped padded batches are already ~0.95 real tokens (benchmarks/README.md), while packed rows
-    attend over their whole width. Fixed padding (the reference implementation's layout) and packing exclude each other."""
+    'off' never, and 'auto', the default, does not pack for now: measured on an H200 (benchmarks/README.md, "GPU"),
+    packed rows through SDPA with block masks ran slower than length-grouped padded batches at every shape (0.74x at
+    full length 256, 0.95x on pair-length batches, 0.15x on short sentences), so 'auto' stays off until a
+    variable-length kernel pays. Fixed padding (the reference implementation's layout) and packing exclude each
+    other."""
     if mode not in PACKING:
         raise ValueError(f"packing must be one of {', '.join(PACKING)}, not {mode!r}")
-    if mode == "off":
-        return False
-    why = "" if config is None else models.packing_refusal(config)
     if mode == "on":
+        why = "" if config is None else models.packing_refusal(config)
         if why:
             raise ValueError(f"packing='on' is not possible: {why}")
         if pad_to_max_length:
             raise ValueError("packing='on' and pad_to_max_length=True exclude each other; set one of them off")
         return True
-    # A rehearsal (xfer rehearse, on a CPU) packs where the plan's GPU run would, so the packed path runs end to end
-    # before GPU hours are spent, as the planner's memory strategies do.
-    gpu_like = getattr(device, "type", str(device)) == "cuda" or bool(files.env("XFER_REHEARSAL"))
-    return gpu_like and not why and not pad_to_max_length
+    return False
 
 
 def compile_buckets(max_length: int, smallest: int = 32) -> list[int]:

@@ -15,8 +15,6 @@ scale, before the same runner (runner.run_plan, local launcher, ``--parallel``) 
   run's log. FSDP over CPU processes: accelerate only shards on GPUs, so on CPU the processes train full replicas
   over gloo (launch.run_distributed logs that) - the multi-process launch and checkpoint paths run, the sharding
   itself is exercised by tests/test_launch.py's FSDP test;
-- ``packing: auto`` packs the tiny model's batches as it would pack the real model's on a GPU (train.resolve_packing
-  reads XFER_REHEARSAL), so the padding-free path of every family and head runs too;
 - run ids, grid values and dependencies are unchanged, so a failure names the real run.
 
 Outputs go to ``<outputs>/rehearsal/<plan>/`` and checkpoints to ``<outputs>/rehearsal/_checkpoints/<plan>/``
