@@ -7,6 +7,7 @@ distributions fitted to that real text (see SYNTHETIC) - the JSON says which one
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -244,6 +245,26 @@ class PeakRSS:
         self.peak = max(self.peak, rss_bytes())
         self.peak_extra = self.peak - self.start
         return False
+
+
+@contextlib.contextmanager
+def saves_timed_apart():
+    """Times every checkpoint write of `xfer_utils.train` inside the block (yields [wall s, CPU s], summed), so
+    that an arm's training time can leave out its final last.pt write: the Trainer arms save nothing."""
+    from xfer_utils import train
+    spent = [0.0, 0.0]
+    orig = train._atomic_save
+
+    def timed_save(obj, path):
+        t, c = time.perf_counter(), time.process_time()
+        orig(obj, path)
+        spent[0] += time.perf_counter() - t
+        spent[1] += time.process_time() - c
+    train._atomic_save = timed_save
+    try:
+        yield spent
+    finally:
+        train._atomic_save = orig
 
 
 def write_json(path: str | os.PathLike | None, obj: dict) -> None:

@@ -114,26 +114,22 @@ def timed_train(encoder0, feats, length, mode, steps, batch, ckpt_root, force_cp
         td = train.TaskData("t", "classification", train=feats, max_length=length, dev=None)
         # the final last.pt write (~7 GB for XLM-R large with AdamW state) is timed apart and left out: its time
         # varies by seconds between runs, more than the steps the differential measures; the Trainer saves nothing
-        saving = [0.0]
-        orig = train._atomic_save
-
-        def timed_save(obj, path):
-            t = time.perf_counter()
-            orig(obj, path)
-            saving[0] += time.perf_counter() - t
-        train._atomic_save = timed_save
-        try:
+        with C.saves_timed_apart() as saving:
             r = train.train(model, _Tok(), [td], cfg, out_dir, progress=False, log=lambda *a: None)
-        finally:
-            train._atomic_save = orig
-        out = {"seconds": r.seconds - saving[0], "save_seconds": saving[0], "tokens": r.tokens, "computed": r.computed_tokens,
+        out = {"seconds": r.seconds - saving[0], "save_seconds": saving[0], "tokens": r.tokens,
+               "computed": r.computed_tokens,
                "precision": train.choose_precision(cfg.precision)}
     del model
     shutil.rmtree(out_dir, ignore_errors=True)   # ~7 GB of weights and AdamW state per XLM-R-large run
+    _free_memory()
+    return out
+
+
+def _free_memory() -> None:
+    import torch
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return out
 
 
 def main(argv=None) -> int:
@@ -201,9 +197,7 @@ def main(argv=None) -> int:
                     what = "OOM" if isinstance(e, torch.OutOfMemoryError) else type(e).__name__
                     rows.append({"length": L, "kind": kind, "mode": mode, "error": f"{what}: {e}"[:300]})
                     print(f"  L={L:4d} {kind:9s} {mode:8s} failed: {what}: {str(e)[:200]}", flush=True)
-                    gc.collect()
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
+                    _free_memory()
                     continue
                 dt = (r2["seconds"] - r1["seconds"]) / (s2 - s1)
                 tok = (r2["tokens"] - r1["tokens"]) / (s2 - s1)

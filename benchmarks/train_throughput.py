@@ -141,22 +141,11 @@ def _run_arm(encoder0, tokenizer, kind: str, feats: list[dict], mode: str, steps
     td = train.TaskData(kind, task_type, train=feats, max_length=max_length, dev=None)
     ckpt = tempfile.mkdtemp(prefix=f"{kind}-{mode}-", dir=ckpt_root)   # fresh: train() skips a finished dir
     # the final last.pt write is timed apart and left out, as the Trainer arm saves nothing (save_strategy="no")
-    saving = [0.0, 0.0]
-    orig = train._atomic_save
-
-    def timed_save(obj, path):
-        t, c = time.perf_counter(), time.process_time()
-        orig(obj, path)
-        saving[0] += time.perf_counter() - t
-        saving[1] += time.process_time() - c
-    train._atomic_save = timed_save
     c0 = []   # CPU time from the prepared model on (train's setup left out, as from the Trainer's first step)
-    try:
+    with C.saves_timed_apart() as saving:
         r = train.train(model, tokenizer, [td], cfg, ckpt, progress=False, log=lambda *a: None,
                         on_prepared=lambda acc, m: c0.append(time.process_time()))
         cpu = time.process_time() - c0[0] - saving[1]
-    finally:
-        train._atomic_save = orig
     seconds = r.seconds - saving[0]
     return {"task": kind, "mode": mode, "precision": train.choose_precision(cfg.precision), "steps": r.steps,
             "seconds": seconds, "save_seconds": saving[0], "cpu_seconds": cpu, "tokens": r.tokens,
